@@ -1,0 +1,5 @@
+import sys
+
+from cartoon.cli import main
+
+sys.exit(main())

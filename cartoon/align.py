@@ -1,0 +1,101 @@
+"""Similarity alignment onto the reference frame, its inverse, and paste-back."""
+
+import cv2
+import numpy as np
+
+from cartoon.constants import CROP_SIZE, MASK_AXES, MASK_FEATHER
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src to dst.
+
+    Umeyama's closed form without reflection.
+
+    Args:
+        src: (N, 2) points.
+        dst: (N, 2) points, N >= 2.
+
+    Returns:
+        (2, 3) float64 matrix M with dst ~= M @ [x, y, 1].
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    covariance = dst_c.T @ src_c / len(src)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1.0
+    rotation = u @ sign @ vt
+    scale = np.trace(np.diag(singular) @ sign) / src_c.var(axis=0).sum()
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = dst_mean - matrix[:, :2] @ src_mean
+    return matrix
+
+
+def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Maps (N, 2) points through a (2, 3) affine matrix."""
+    return np.asarray(points, dtype=np.float64) @ matrix[:, :2].T + matrix[:, 2]
+
+
+def invert_transform(matrix: np.ndarray) -> np.ndarray:
+    """The (2, 3) inverse of a (2, 3) affine matrix."""
+    return cv2.invertAffineTransform(matrix.astype(np.float64))
+
+
+def warp_crop(rgb: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """Cuts the aligned (size, size, 3) crop; outside the image the border is replicated."""
+    return cv2.warpAffine(
+        rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def elliptical_mask(
+    size: int = CROP_SIZE, axes: tuple[float, float] = MASK_AXES, feather: float = MASK_FEATHER
+) -> np.ndarray:
+    """A (size, size) float32 mask: 1 inside the ellipse, a linear ramp across its edge.
+
+    The ramp is ``feather * size`` px wide, centred on the ellipse, in the ellipse's
+    normalised radius so the edge is equally soft all round.
+    """
+    centre = (size - 1) / 2.0
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    semi_x, semi_y = axes[0] * size, axes[1] * size
+    radius = np.sqrt(((xs - centre) / semi_x) ** 2 + ((ys - centre) / semi_y) ** 2)
+    half_ramp = feather * size / 2.0 / min(semi_x, semi_y)
+    mask = np.clip((1.0 + half_ramp - radius) / (2.0 * half_ramp), 0.0, 1.0)
+    return mask.astype(np.float32)
+
+
+def paste_back(
+    canvas: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndarray
+) -> None:
+    """Blends a crop back into the canvas in place through the inverse of ``matrix``.
+
+    Only the bounding box of the crop's footprint is warped, so the cost does not
+    grow with the canvas.
+
+    Args:
+        canvas: (H, W, 3) float32, modified in place.
+        crop: (S, S, 3) the stylized aligned crop (any numeric dtype).
+        matrix: (2, 3) the transform that cut the crop from canvas coordinates.
+        mask: (S, S) float32 blend weights in [0, 1].
+    """
+    height, width = canvas.shape[:2]
+    size = crop.shape[0]
+    inverse = invert_transform(matrix)
+    corners = apply_transform(inverse, np.array([[0, 0], [size, 0], [0, size], [size, size]]))
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if x1 <= x0 or y1 <= y0:
+        return
+    shifted = inverse.copy()
+    shifted[:, 2] -= (x0, y0)
+    roi = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(crop.astype(np.float32), shifted, roi, flags=cv2.INTER_LINEAR)
+    weight = cv2.warpAffine(mask, shifted, roi, flags=cv2.INTER_LINEAR)[..., None]
+    region = canvas[y0:y1, x0:x1]
+    region += weight * (warped - region)

@@ -1,0 +1,119 @@
+"""The background pass: shrink to the processing size, cut uniform tiles, stitch back.
+
+Batches need same-shaped inputs while photos come in every shape, so the
+background is cut into square tiles of one size. Neighbouring tiles overlap by a
+halo of at least the UNet's receptive radius (``unet.receptive_radius``: 64 px at
+the default 4 residual blocks) and each output pixel is taken from a tile where it
+lies at least ``halo`` px from every cut edge, so the stitched result equals the
+whole-canvas result. Tiles at the canvas edge start at that edge, so they see the
+same zero padding as the whole canvas. The canvas is the image mirrored out to a
+multiple of the UNet's stride and to at least one tile.
+"""
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from cartoon.constants import UNET_STRIDE
+
+
+def shrink(rgb: np.ndarray, process_side: int) -> np.ndarray:
+    """Resizes so the short side is at most ``process_side``; never upscales."""
+    height, width = rgb.shape[:2]
+    scale = process_side / min(height, width)
+    if scale >= 1.0:
+        return rgb
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where each piece came from, enough to put the pieces back.
+
+    Attributes:
+        height, width: the image before padding.
+        canvas_height, canvas_width: the mirrored canvas the pieces cover.
+        tile: side of every square piece; 0 when the canvas is one whole piece.
+        halo: px each cut edge is distrusted by.
+        origins: (y, x) of each piece in the canvas, row-major.
+    """
+
+    height: int
+    width: int
+    canvas_height: int
+    canvas_width: int
+    tile: int
+    halo: int
+    origins: tuple[tuple[int, int], ...]
+
+    @property
+    def pixel_overhead(self) -> float:
+        """Pixels the UNet computes per pixel of the image (1.0 = no waste)."""
+        if self.tile == 0:
+            return self.canvas_height * self.canvas_width / (self.height * self.width)
+        return len(self.origins) * self.tile**2 / (self.height * self.width)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return math.ceil(value / multiple) * multiple
+
+
+def _starts(length: int, tile: int, halo: int) -> list[int]:
+    """Tile origins along one axis: first at 0, last flush with the end."""
+    step = tile - 2 * halo
+    starts = [0]
+    while starts[-1] + tile < length:
+        starts.append(min(starts[-1] + step, length - tile))
+    return starts
+
+
+def split(image: np.ndarray, tile: int = 0, halo: int = 64) -> tuple[np.ndarray, TilePlan]:
+    """Cuts an image into uniform pieces.
+
+    Args:
+        image: (H, W, 3) uint8.
+        tile: side of the square pieces, a multiple of 4 above ``2 * halo``; 0 makes
+            the whole canvas (padded to a multiple of 4) a single piece.
+        halo: overlap each side of a cut, a multiple of 4, at least the UNet's
+            receptive radius for the stitched result to equal the whole.
+
+    Returns:
+        (N, T, T, 3) pieces, or (1, H', W', 3) when ``tile`` is 0, and the plan.
+    """
+    height, width = image.shape[:2]
+    if tile and (tile % UNET_STRIDE or halo % UNET_STRIDE or tile <= 2 * halo):
+        raise ValueError(f"tile ({tile}) and halo ({halo}) must be multiples of 4, tile > 2 * halo")
+    canvas_height = max(_round_up(height, UNET_STRIDE), tile)
+    canvas_width = max(_round_up(width, UNET_STRIDE), tile)
+    canvas = np.pad(
+        image, ((0, canvas_height - height), (0, canvas_width - width), (0, 0)), mode="symmetric"
+    )
+    if tile == 0:
+        plan = TilePlan(height, width, canvas_height, canvas_width, 0, halo, ((0, 0),))
+        return canvas[None], plan
+    origins = tuple(
+        (y, x)
+        for y in _starts(canvas_height, tile, halo)
+        for x in _starts(canvas_width, tile, halo)
+    )
+    pieces = np.stack([canvas[y : y + tile, x : x + tile] for y, x in origins])
+    return pieces, TilePlan(height, width, canvas_height, canvas_width, tile, halo, origins)
+
+
+def stitch(pieces: np.ndarray, plan: TilePlan) -> np.ndarray:
+    """Puts pieces from ``split`` back together; returns (H, W, C) of the original size."""
+    if plan.tile == 0:
+        return np.ascontiguousarray(pieces[0, : plan.height, : plan.width])
+    canvas = np.empty((plan.canvas_height, plan.canvas_width) + pieces.shape[3:], pieces.dtype)
+    tile, halo = plan.tile, plan.halo
+    for piece, (y, x) in zip(pieces, plan.origins):
+        # Trust a piece up to `halo` px from each cut; at the canvas edge, up to the edge.
+        top = 0 if y == 0 else halo
+        left = 0 if x == 0 else halo
+        bottom = tile if y + tile == plan.canvas_height else tile - halo
+        right = tile if x + tile == plan.canvas_width else tile - halo
+        canvas[y + top : y + bottom, x + left : x + right] = piece[top:bottom, left:right]
+    return np.ascontiguousarray(canvas[: plan.height, : plan.width])

@@ -1,0 +1,70 @@
+"""``python -m cartoon input.jpg -o out.png``: the whole pipeline locally, no Ray."""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from cartoon.errors import CartoonError, WeightsError
+from cartoon.faces import DetectorConfig
+from cartoon.pipeline import Options, Pipeline, PipelineSettings
+from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cartoon", description=__doc__)
+    parser.add_argument("input", type=Path, help="a photo (JPEG, PNG, WebP, BMP, TIFF, GIF)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the cartoon")
+    parser.add_argument("--weights", type=Path, help="one .safetensors file for head and background")
+    parser.add_argument("--styles-dir", type=Path, default=DEFAULT_STYLES_DIR, help="a style registry directory")
+    parser.add_argument("--style", help="style name from the registry (default: its default)")
+    parser.add_argument("--strength", type=float, default=1.0, help="0 = original, 1 = full cartoon")
+    parser.add_argument("--max-side", type=int, help="cap on the output's long side")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality")
+    parser.add_argument("--landmarks", type=int, choices=(5, 68), default=5,
+                        help="landmark model; 68 is for non-commercial use only")
+    parser.add_argument("--process-side", type=int, default=720, help="background short side")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    output_format = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(args.output.suffix.lower(), "png")
+    if not 0.0 <= args.strength <= 1.0:
+        print("--strength must be within 0..1", file=sys.stderr)
+        return 2
+    try:
+        registry = (
+            StyleRegistry.single_file(args.weights) if args.weights
+            else StyleRegistry.from_directory(args.styles_dir)
+        )
+        settings = PipelineSettings(
+            detector=DetectorConfig(landmark_points=args.landmarks),
+            process_side=args.process_side,
+            device=args.device,
+        )
+        pipeline = Pipeline(registry, settings)
+        options = Options(
+            style=None if args.weights else args.style,
+            strength=args.strength,
+            format=output_format,
+            quality=args.quality,
+            max_side=args.max_side,
+        )
+        start = time.perf_counter()
+        result = pipeline(args.input.read_bytes(), options)
+        total = (time.perf_counter() - start) * 1000.0
+    except (CartoonError, WeightsError, KeyError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    args.output.write_bytes(result.data)
+    print(f"{args.input} -> {args.output} ({result.width}x{result.height}, {output_format})")
+    print(f"faces found: {len(result.faces)}")
+    for index, face in enumerate(result.faces):
+        x0, y0, x1, y1 = face.box
+        print(f"  face {index}: box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}), score {face.score:.2f}")
+    for stage, milliseconds in result.timings.items():
+        print(f"  {stage:<16} {milliseconds:8.1f} ms")
+    print(f"  {'total':<16} {total:8.1f} ms")
+    return 0

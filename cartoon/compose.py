@@ -1,0 +1,67 @@
+"""Putting the picture back together: background, heads, strength, output size."""
+
+import cv2
+import numpy as np
+
+from cartoon.align import elliptical_mask, paste_back
+
+
+def output_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """(height, width) of the output: the input's, capped on the long side; never upscaled."""
+    if not max_side or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def scale_transform(matrix: np.ndarray, scale: float) -> np.ndarray:
+    """A crop transform for an image resized by ``scale`` (image -> crop stays the same)."""
+    scaled = matrix.astype(np.float64).copy()
+    scaled[:, :2] /= scale
+    return scaled
+
+
+def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes with area averaging when shrinking, bilinear when enlarging."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def compose(
+    background: np.ndarray,
+    heads: np.ndarray,
+    matrices: np.ndarray,
+    height: int,
+    width: int,
+    strength: float = 1.0,
+    original: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Builds the output picture.
+
+    Args:
+        background: (h, w, 3) uint8 stylized background at any size.
+        heads: (F, S, S, 3) uint8 stylized head crops, largest face first.
+        matrices: (F, 2, 3) transforms that cut each crop from the output-size picture.
+        height, width: output size.
+        strength: 1 = all cartoon, 0 = the original.
+        original: (height, width, 3) uint8, needed when strength < 1.
+        mask: (S, S) float32 paste-back mask; the default feathered ellipse if None.
+
+    Returns:
+        (height, width, 3) uint8.
+    """
+    canvas = resize_to(background, height, width).astype(np.float32)
+    if len(heads):
+        mask = elliptical_mask(heads.shape[1]) if mask is None else mask
+        # Smallest first, so where faces overlap the largest ends on top.
+        for crop, matrix in reversed(list(zip(heads, matrices))):
+            paste_back(canvas, crop, matrix, mask)
+    if strength < 1.0:
+        if original is None:
+            raise ValueError("strength < 1 needs the original picture")
+        canvas = strength * canvas + (1.0 - strength) * original.astype(np.float32)
+    return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,48 @@
+"""Numbers the algorithm depends on, in one place."""
+
+import numpy as np
+
+# Side of the square aligned head crop the head model sees.
+CROP_SIZE = 288
+
+# Five reference points (x, y) of a face in the 288x288 aligned crop, from the
+# DCT-Net "person image cartoon" pipeline: left eye centre, right eye centre, nose
+# tip, left mouth corner, right mouth corner ("left" = the left side of the image).
+REFERENCE_POINTS_68 = np.array(
+    [
+        [111.8, 137.6],
+        [179.7, 137.3],
+        [146.0, 176.3],
+        [118.1, 216.1],
+        [174.3, 215.8],
+    ],
+    dtype=np.float64,
+)
+
+# Where dlib's 5-point model lands in the same frame, in the model's point order:
+# right-of-image eye outer and inner corner, left-of-image eye outer and inner
+# corner, nose base. Calibrated by tools/calibrate_five_point.py: faces aligned with
+# the 68-point path, the 5-point model's points averaged in that frame (12 faces;
+# the crops' corners then differ by 5.2 px on average, of 288).
+REFERENCE_POINTS_5 = np.array(
+    [
+        [196.3, 141.6],
+        [168.2, 142.4],
+        [95.7, 141.5],
+        [124.0, 142.8],
+        [146.3, 194.4],
+    ],
+    dtype=np.float64,
+)
+
+# Feathered elliptical paste-back mask: semi-axes as fractions of the crop side
+# and the width of the soft edge as a fraction of the crop side.
+MASK_AXES = (0.40, 0.49)
+MASK_FEATHER = 0.15
+
+# Default downscaled long side for the HOG face detector: detection time grows with
+# pixel count while faces that matter stay well above dlib's 80 px minimum.
+DETECT_LONG_SIDE = 640
+
+# The UNet downsamples twice by 2, so whole-image inputs are padded to a multiple.
+UNET_STRIDE = 4

@@ -1,0 +1,39 @@
+"""Typed errors for bad input; the HTTP layer maps each to a status code."""
+
+
+class CartoonError(Exception):
+    """Base of every error caused by the caller's input.
+
+    Attributes:
+        code: a stable machine-readable name, echoed in HTTP error bodies.
+    """
+
+    code = "bad_input"
+
+
+class NotAnImageError(CartoonError):
+    """The bytes are not an image in any format we can recognise."""
+
+    code = "not_an_image"
+
+
+class CorruptImageError(CartoonError):
+    """The header parses but the pixel data is truncated or broken."""
+
+    code = "corrupt_image"
+
+
+class UnsupportedFormatError(CartoonError):
+    """A recognised image format that the service does not accept."""
+
+    code = "unsupported_format"
+
+
+class TooManyPixelsError(CartoonError):
+    """The header declares more pixels than the configured limit."""
+
+    code = "too_many_pixels"
+
+
+class WeightsError(Exception):
+    """A weights file is missing, unreadable or does not match the model."""

@@ -1,0 +1,123 @@
+"""Face detection (dlib HOG) and landmarks (face-recognition-models' dlib files)."""
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import dlib
+import numpy as np
+
+from cartoon.constants import DETECT_LONG_SIDE
+
+LANDMARK_MODELS = {
+    5: "shape_predictor_5_face_landmarks.dat",
+    68: "shape_predictor_68_face_landmarks.dat",
+}
+
+
+def landmark_model_path(points: int) -> Path:
+    """Finds a landmark model shipped by face-recognition-models.
+
+    The package's own ``__init__`` imports pkg_resources, which may be absent, so
+    the files are located through the import system without importing it.
+    """
+    if points not in LANDMARK_MODELS:
+        raise ValueError(f"landmark model must have 5 or 68 points, not {points}")
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the package face-recognition-models is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / LANDMARK_MODELS[points]
+    if not path.is_file():
+        raise FileNotFoundError(f"landmark model {path} is missing")
+    return path
+
+
+@dataclass
+class Face:
+    """One detected face, in the coordinates of the full-size image.
+
+    Attributes:
+        box: (x0, y0, x1, y1) of the detector's box.
+        score: the HOG detector's score (higher is surer).
+        landmarks: (N, 2) float (x, y) from the landmark model, N = 5 or 68.
+        points: (5, 2) float, the points aligned onto the reference frame.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray = field(repr=False)
+    points: np.ndarray = field(repr=False)
+
+    @property
+    def size(self) -> float:
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
+
+def alignment_points(landmarks: np.ndarray) -> np.ndarray:
+    """The five points aligned onto the reference frame of the landmark layout.
+
+    68 points reduce to eye centres, nose tip and mouth corners as in DCT-Net; the
+    5-point model's own points (eye corners, nose base) are used as they are, against
+    reference positions calibrated for them.
+    """
+    if len(landmarks) == 68:
+        return np.array(
+            [
+                landmarks[36:42].mean(axis=0),
+                landmarks[42:48].mean(axis=0),
+                landmarks[30],
+                landmarks[48],
+                landmarks[54],
+            ]
+        )
+    if len(landmarks) == 5:
+        return landmarks.astype(np.float64).copy()
+    raise ValueError(f"expected 5 or 68 landmarks, got {len(landmarks)}")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    landmark_points: int = 5  # 5 (public domain) or 68 (iBUG 300-W: no commercial use)
+    detect_long_side: int = DETECT_LONG_SIDE  # the HOG detector runs at this long side
+    score_threshold: float = 0.3  # HOG score below which a detection is dropped
+    max_faces: int = 8  # largest first
+    min_face: int = 40  # faces smaller than this (px, full-size image) are ignored
+
+
+class FaceDetector:
+    """HOG face detector plus a landmark model, loaded once."""
+
+    def __init__(self, config: DetectorConfig = DetectorConfig()):
+        self.config = config
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(str(landmark_model_path(config.landmark_points)))
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Finds faces, largest first.
+
+        Args:
+            rgb: (H, W, 3) uint8.
+
+        Returns:
+            Up to ``max_faces`` faces scoring at least ``score_threshold`` and at
+            least ``min_face`` px wide, sorted largest first.
+        """
+        height, width = rgb.shape[:2]
+        scale = min(1.0, self.config.detect_long_side / max(height, width))
+        small = rgb
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        rects, scores, _ = self._detector.run(small, 0, self.config.score_threshold)
+        faces = []
+        for rect, score in zip(rects, scores):
+            box = tuple(float(v) / scale for v in (rect.left(), rect.top(), rect.right(), rect.bottom()))
+            if max(box[2] - box[0], box[3] - box[1]) < self.config.min_face:
+                continue
+            full_rect = dlib.rectangle(*(int(round(v)) for v in box))
+            shape = self._predictor(rgb, full_rect)
+            landmarks = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+            faces.append(Face(box, float(score), landmarks, alignment_points(landmarks)))
+        faces.sort(key=lambda face: face.size, reverse=True)
+        return faces[: self.config.max_faces]

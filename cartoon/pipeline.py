@@ -1,0 +1,246 @@
+"""The three stages as plain objects, and ``Pipeline``: all of them in one process.
+
+The served graph runs the very same objects, one per deployment:
+``Preparer`` (FaceAligner), ``Stylizer`` (Cartoonizer), ``Composer`` (Postprocessor).
+A ``Job`` carries one image from stage to stage; it holds numpy arrays only.
+"""
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from cartoon import images
+from cartoon.align import similarity_transform, warp_crop
+from cartoon.background import TilePlan, shrink, split, stitch
+from cartoon.compose import compose, output_size, resize_to, scale_transform
+from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
+from cartoon.faces import DetectorConfig, FaceDetector
+from cartoon.styles import StyleRegistry, Stylizer
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-request choices."""
+
+    style: str | None = None  # None: the registry's default
+    strength: float = 1.0  # 1 = all cartoon, 0 = the original
+    format: str = "png"  # png | jpeg | webp
+    quality: int = 90  # JPEG and WebP quality, 1..100
+    max_side: int | None = None  # cap on the output's long side; None = input size
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Service-wide knobs of the algorithm."""
+
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    process_side: int = 720  # background short side is shrunk to at most this
+    tile: int = 0  # background piece side; 0 = the whole background as one piece
+    halo: int = 64  # overlap of neighbouring tiles, >= the UNet's receptive radius
+    max_pixels: int = images.DEFAULT_MAX_PIXELS  # refused above this, read from the header
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+
+
+@dataclass(frozen=True)
+class FaceInfo:
+    """A detected face as reported to clients (coordinates of the input image)."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    # The five alignment points: eye centres, nose tip, mouth corners (68-point model)
+    # or the four eye corners and the nose base (5-point model).
+    points: tuple[tuple[float, float], ...]
+
+    def public(self) -> dict:
+        return {"box": list(self.box), "score": self.score, "points": [list(p) for p in self.points]}
+
+
+@dataclass
+class Job:
+    """One image between stages.
+
+    Attributes:
+        height, width: the output size.
+        options: the request's options.
+        faces: what was found, largest first.
+        matrices: (F, 2, 3) output-size picture -> crop transforms.
+        heads: (F, 288, 288, 3) uint8 crops, stylized after the Cartoonizer.
+        background: (N, T, T, 3) uint8 pieces, stylized after the Cartoonizer.
+        plan: how to stitch the background pieces.
+        original: (height, width, 3) uint8 when strength < 1, else None.
+        alpha: (height, width) uint8 for transparent inputs, else None.
+        timings: stage name -> milliseconds.
+        batch_sizes: size of each UNet batch this job's pieces rode in.
+    """
+
+    height: int
+    width: int
+    options: Options
+    faces: list[FaceInfo]
+    matrices: np.ndarray
+    heads: np.ndarray
+    background: np.ndarray
+    plan: TilePlan
+    original: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    """The encoded output and what the client is told about it."""
+
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+    faces: list[FaceInfo]
+    timings: dict[str, float]
+    batch_sizes: list[int]
+
+
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str):
+    start = time.perf_counter()
+    yield
+    timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start) * 1000.0
+
+
+class Preparer:
+    """Decode, detect, align, and cut the background: everything before the UNet."""
+
+    def __init__(self, settings: PipelineSettings = PipelineSettings()):
+        self.settings = settings
+        self.detector = FaceDetector(settings.detector)
+        five = settings.detector.landmark_points == 5
+        self.reference = REFERENCE_POINTS_5 if five else REFERENCE_POINTS_68
+
+    def prepare(self, data: bytes, options: Options) -> Job:
+        """Decodes bytes and prepares them; raises the typed errors of ``images.decode``."""
+        timings: dict[str, float] = {}
+        with timed(timings, "decode"):
+            decoded = images.decode(data, self.settings.max_pixels)
+        return self.prepare_array(decoded.rgb, options, decoded.alpha, timings)
+
+    def prepare_array(
+        self,
+        rgb: np.ndarray,
+        options: Options,
+        alpha: np.ndarray | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Job:
+        """Prepares a decoded (H, W, 3) uint8 picture."""
+        timings = {} if timings is None else timings
+        with timed(timings, "detect"):
+            faces = self.detector.detect(rgb)
+        height, width = output_size(*rgb.shape[:2], options.max_side)
+        scale = height / rgb.shape[0]
+        with timed(timings, "align"):
+            matrices = np.array(
+                [similarity_transform(face.points, self.reference) for face in faces]
+            ).reshape(-1, 2, 3)
+            heads = np.array([warp_crop(rgb, matrix) for matrix in matrices], dtype=np.uint8)
+            heads = heads.reshape(-1, CROP_SIZE, CROP_SIZE, 3)
+        with timed(timings, "background"):
+            pieces, plan = split(
+                shrink(rgb, self.settings.process_side), self.settings.tile, self.settings.halo
+            )
+            original = resize_to(rgb, height, width) if options.strength < 1.0 else None
+            if alpha is not None:
+                alpha = resize_to(alpha, height, width)
+        reported = [
+            FaceInfo(
+                box=face.box,
+                score=face.score,
+                points=tuple(tuple(map(float, p)) for p in face.points),
+            )
+            for face in faces
+        ]
+        return Job(
+            height=height,
+            width=width,
+            options=options,
+            faces=reported,
+            matrices=np.array([scale_transform(m, scale) for m in matrices]).reshape(-1, 2, 3),
+            heads=heads,
+            background=pieces,
+            plan=plan,
+            original=original,
+            alpha=alpha,
+            timings=timings,
+        )
+
+
+def stylize_job(job: Job, stylizer: Stylizer) -> Job:
+    """Runs a whole job's pieces through one stylizer in two batches (in-process path)."""
+    timings = dict(job.timings)
+    batch_sizes = list(job.batch_sizes)
+    heads = job.heads
+    if len(heads):
+        with timed(timings, "unet_head"):
+            heads = stylizer.run(heads, "head")
+        batch_sizes.append(len(heads))
+    with timed(timings, "unet_background"):
+        background = stylizer.run(job.background, "background")
+    batch_sizes.append(len(job.background))
+    return replace(job, heads=heads, background=background, timings=timings, batch_sizes=batch_sizes)
+
+
+class Composer:
+    """Stitch, paste heads back, blend by strength, encode."""
+
+    def compose(self, job: Job) -> Result:
+        timings = dict(job.timings)
+        with timed(timings, "compose"):
+            picture = compose(
+                stitch(job.background, job.plan),
+                job.heads,
+                job.matrices,
+                job.height,
+                job.width,
+                job.options.strength,
+                job.original,
+            )
+        with timed(timings, "encode"):
+            data = images.encode(picture, job.options.format, job.options.quality, job.alpha)
+        return Result(
+            data=data,
+            media_type=MEDIA_TYPES[job.options.format],
+            width=job.width,
+            height=job.height,
+            faces=job.faces,
+            timings=timings,
+            batch_sizes=job.batch_sizes,
+        )
+
+
+class Pipeline:
+    """The whole cartoonization in one process: the reference the served graph must match."""
+
+    def __init__(self, registry: StyleRegistry, settings: PipelineSettings = PipelineSettings()):
+        self.registry = registry
+        self.settings = settings
+        self.preparer = Preparer(settings)
+        self.composer = Composer()
+        self._stylizers: dict[str, Stylizer] = {}
+
+    def stylizer(self, style: str | None) -> Stylizer:
+        entry = self.registry.get(style)
+        if entry.name not in self._stylizers:
+            self._stylizers[entry.name] = Stylizer.from_style(entry, self.settings.device)
+        return self._stylizers[entry.name]
+
+    def __call__(self, image: bytes | np.ndarray, options: Options = Options()) -> Result:
+        """Cartoonizes encoded bytes or an (H, W, 3) uint8 array."""
+        stylizer = self.stylizer(options.style)
+        if isinstance(image, np.ndarray):
+            job = self.preparer.prepare_array(image, options)
+        else:
+            job = self.preparer.prepare(image, options)
+        return self.composer.compose(stylize_job(job, stylizer))

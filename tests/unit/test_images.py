@@ -1,0 +1,138 @@
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cartoon import images
+from cartoon.errors import CorruptImageError, NotAnImageError, TooManyPixelsError, UnsupportedFormatError
+from tests import photos
+
+
+def chunk(kind: bytes, payload: bytes) -> bytes:
+    body = kind + payload
+    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def png_header(width: int, height: int, pixel_data: bool = True) -> bytes:
+    """A PNG claiming a size, with a few bytes of pixel data (or none) after its header."""
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    rest = chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"") if pixel_data else b""
+    return b"\x89PNG\r\n\x1a\n" + ihdr + rest
+
+
+def save(image: Image.Image, format: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **params)
+    return buffer.getvalue()
+
+
+def test_probe_reads_size_from_header_without_pixel_data():
+    info = images.probe(png_header(300, 200))
+    assert (info.format, info.width, info.height) == ("PNG", 300, 200)
+
+
+@pytest.mark.parametrize("pixel_data", [True, False])
+def test_header_claiming_70000_squared_is_refused_before_decoding(pixel_data):
+    with pytest.raises(TooManyPixelsError, match="pixels"):
+        images.decode(png_header(70000, 70000, pixel_data))
+
+
+def test_header_within_limit_but_short_of_pixels_is_corrupt():
+    with pytest.raises(CorruptImageError):
+        images.decode(png_header(300, 200))
+
+
+def test_pixel_limit_is_configurable():
+    data = photos.encode(np.zeros((100, 100, 3), np.uint8))
+    assert images.decode(data, max_pixels=10_000).rgb.shape == (100, 100, 3)
+    with pytest.raises(TooManyPixelsError, match="9999"):
+        images.decode(data, max_pixels=9_999)
+
+
+@pytest.mark.parametrize("data", [b"", b"hello, this is not a picture", bytes(range(256)) * 4])
+def test_garbage_is_not_an_image(data):
+    with pytest.raises(NotAnImageError):
+        images.decode(data)
+
+
+@pytest.mark.parametrize("format", ["JPEG", "PNG", "WEBP"])
+def test_truncated_file_is_corrupt(astronaut, format):
+    data = photos.encode(astronaut, format)
+    with pytest.raises(CorruptImageError):
+        images.decode(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("format", ["ICO", "PPM", "TGA"])
+def test_recognised_but_unaccepted_format_is_unsupported(format):
+    data = save(Image.new("RGB", (32, 32), "red"), format)
+    with pytest.raises(UnsupportedFormatError, match=format if format != "TGA" else "TGA"):
+        images.decode(data)
+
+
+def test_gray_becomes_rgb():
+    decoded = images.decode(save(Image.new("L", (5, 4), 77), "PNG"))
+    assert decoded.rgb.shape == (4, 5, 3) and (decoded.rgb == 77).all() and decoded.alpha is None
+
+
+def test_palette_becomes_rgb():
+    image = Image.new("RGB", (6, 6), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
+    decoded = images.decode(save(image, "GIF"))
+    assert decoded.rgb.shape == (6, 6, 3)
+    assert np.abs(decoded.rgb.astype(int) - (10, 200, 30)).max() <= 8
+
+
+def test_rgba_is_flattened_on_white_and_alpha_kept():
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = [[255, 0], [128, 255]]
+    decoded = images.decode(save(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert decoded.rgb[0, 0].tolist() == [200, 0, 0]
+    assert decoded.rgb[0, 1].tolist() == [255, 255, 255]
+    # Half transparent red over white: (200 * 128 + 255 * 127) / 255 = 227.4 ; 127 * 255 / 255 = 127
+    assert decoded.rgb[1, 0].tolist() == [227, 127, 127]
+    assert decoded.alpha.tolist() == [[255, 0], [128, 255]]
+
+
+def test_sixteen_bit_gray_is_scaled_to_eight_bits():
+    samples = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+    decoded = images.decode(save(Image.fromarray(samples), "PNG"))
+    assert decoded.rgb[0, :, 0].tolist() == [0, 100, 255]
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    decoded = images.decode(save(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG", quality=95))
+    red, green, blue = decoded.rgb[4, 4].astype(int)
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), "blue")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = images.decode(save(image, "JPEG", exif=exif))
+    assert decoded.rgb.shape == (40, 20, 3)
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_encode_round_trip(astronaut, format):
+    data = images.encode(astronaut, format, quality=95)
+    decoded = images.decode(data)
+    assert decoded.rgb.shape == astronaut.shape
+    error = np.abs(decoded.rgb.astype(int) - astronaut).mean()
+    assert error == 0 if format == "png" else error < 4
+
+
+@pytest.mark.parametrize("format", ["png", "webp"])
+def test_alpha_survives_png_and_webp(format):
+    rgb = np.full((8, 8, 3), 90, np.uint8)
+    alpha = np.tile(np.arange(0, 256, 32, dtype=np.uint8), (8, 1))
+    decoded = images.decode(images.encode(rgb, format, quality=100, alpha=alpha))
+    assert np.abs(decoded.alpha.astype(int) - alpha).max() <= 2
+
+
+def test_unknown_output_format_is_refused():
+    with pytest.raises(ValueError, match="gif"):
+        images.encode(np.zeros((2, 2, 3), np.uint8), "gif")
