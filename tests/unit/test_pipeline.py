@@ -1,0 +1,79 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from cartoon import images
+from cartoon.pipeline import Options, stylize_job
+from tests import photos
+
+
+def decode(result):
+    return images.decode(result.data).rgb
+
+
+def test_astronaut_comes_back_same_size_with_one_face(pipeline, astronaut):
+    result = pipeline(photos.encode(astronaut), Options())
+    assert (result.width, result.height) == (512, 512) and len(result.faces) == 1
+    assert decode(result).shape == astronaut.shape
+    assert set(result.timings) >= {"decode", "detect", "align", "background", "unet_head",
+                                   "unet_background", "compose", "encode"}
+    assert result.batch_sizes == [1, 1]
+
+
+def test_head_is_pasted_over_the_background_inside_the_mask_only(pipeline, astronaut):
+    job = stylize_job(pipeline.preparer.prepare_array(astronaut, Options()), pipeline.stylizer(None))
+    with_head = decode(pipeline.composer.compose(job)).astype(int)
+    without = decode(pipeline.composer.compose(replace(job, heads=job.heads[:0], matrices=job.matrices[:0])))
+    diff = np.abs(with_head - without.astype(int)).max(axis=2)
+    x0, y0, x1, y1 = (int(v) for v in job.faces[0].box)
+    assert diff[y0:y1, x0:x1].mean() > 5  # the face comes from the head model
+    assert diff[350:, :].max() == 0 and diff[:, 400:].max() == 0  # far away: untouched
+
+
+def test_no_face_returns_background_at_original_size(pipeline):
+    coffee = photos.coffee()
+    result = pipeline(coffee)
+    assert result.faces == [] and decode(result).shape == coffee.shape
+
+
+@pytest.mark.parametrize("shape", [(333, 517), (1, 1), (16, 16), (4000, 50), (50, 4000), (1000, 1600)])
+def test_odd_tiny_and_extreme_sizes_come_back_at_input_size(pipeline, shape):
+    image = np.random.default_rng(1).integers(0, 256, shape + (3,), dtype=np.uint8)
+    assert decode(pipeline(photos.encode(image))).shape == shape + (3,)
+
+
+def test_strength_zero_gives_the_original(pipeline, astronaut):
+    out = decode(pipeline(astronaut, Options(strength=0.0)))
+    assert np.abs(out.astype(int) - astronaut).max() <= 1
+
+
+def test_strength_blends_linearly(pipeline, astronaut):
+    full = decode(pipeline(astronaut, Options(strength=1.0))).astype(float)
+    half = decode(pipeline(astronaut, Options(strength=0.5))).astype(float)
+    assert np.abs(half - (full + astronaut) / 2).max() <= 1.5
+
+
+def test_max_side_caps_the_output(pipeline, astronaut):
+    result = pipeline(astronaut, Options(max_side=200))
+    assert (result.width, result.height) == (200, 200) and decode(result).shape == (200, 200, 3)
+    assert len(result.faces) == 1
+
+
+def test_transparency_survives(pipeline, astronaut):
+    alpha = np.full(astronaut.shape[:2], 255, np.uint8)
+    alpha[:, :100] = 0
+    rgba = np.dstack([astronaut, alpha])
+    result = pipeline(photos.encode(rgba), Options(format="webp", quality=100))
+    decoded = images.decode(result.data)
+    assert decoded.alpha is not None and decoded.alpha[:, :90].max() <= 2 and decoded.alpha[:, 110:].min() >= 253
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_output_formats(pipeline, astronaut, format):
+    result = pipeline(astronaut, Options(format=format))
+    assert result.media_type == f"image/{format}" and images.probe(result.data).format == format.upper()
+
+
+def test_two_faces_both_stylized(pipeline):
+    assert len(pipeline(photos.two_faces()).faces) == 2

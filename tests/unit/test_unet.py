@@ -1,0 +1,138 @@
+import numpy as np
+import pytest
+import torch
+
+from cartoon.background import split, stitch
+from cartoon.errors import WeightsError
+from cartoon.styles import Stylizer
+from cartoon.unet import (
+    UNetConfig,
+    UNetGenerator,
+    box_mean,
+    guided_filter,
+    load_generator,
+    random_generator,
+    receptive_radius,
+    save_weights,
+)
+from tests import photos
+
+
+def test_box_mean_counts_only_pixels_inside():
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    # Every 3x3 window of a 2x2 image covers all four pixels: mean 2.5 everywhere.
+    np.testing.assert_allclose(box_mean(x, 1).numpy(), 2.5)
+    y = torch.tensor([[[[0.0, 3.0, 6.0]]]])
+    np.testing.assert_allclose(box_mean(y, 1).numpy(), [[[[1.5, 3.0, 4.5]]]])
+
+
+def test_guided_filter_hand_computed_1x3():
+    guide = torch.tensor([[[[0.0, 1.0, 2.0]]]])
+    src = torch.tensor([[[[0.0, 2.0, 4.0]]]])
+    # src = 2 * guide exactly, so with eps -> 0 each window fits a = 2, b = 0.
+    out = guided_filter(guide, src, 1, 1e-8)
+    np.testing.assert_allclose(out.numpy(), src.numpy(), atol=1e-5)
+    # With eps huge the slope vanishes (a = 0, b = window means of src = [1, 2, 3]),
+    # and the output is the window means of b: [1.5, 2, 2.5].
+    flat = guided_filter(guide, src, 1, 1e8)
+    np.testing.assert_allclose(flat.numpy()[0, 0, 0], [1.5, 2.0, 2.5], atol=1e-5)
+
+
+def test_guided_filter_keeps_a_constant():
+    guide = torch.rand(1, 3, 9, 9, generator=torch.Generator().manual_seed(0))
+    src = torch.full((1, 3, 9, 9), 0.3)
+    np.testing.assert_allclose(guided_filter(guide, src, 1, 5e-3).numpy(), 0.3, atol=1e-5)
+
+
+def test_generator_keeps_shape_and_range():
+    model = random_generator(UNetConfig(width=8))
+    x = torch.rand(2, 3, 36, 52) * 2 - 1
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+
+
+def test_published_width_has_1_47_million_parameters():
+    count = sum(p.numel() for p in UNetGenerator(UNetConfig(width=32)).parameters())
+    assert 1_460_000 < count < 1_480_000
+
+
+def test_random_init_is_seeded():
+    a, b = random_generator(seed=5), random_generator(seed=5)
+    c = random_generator(seed=6)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.stem.weight, c.stem.weight)
+
+
+def test_receptive_radius_bounds_the_reach_of_one_pixel():
+    config = UNetConfig(width=8)
+    model = random_generator(config, seed=1)
+    radius = receptive_radius(config)
+    assert radius == 64
+    size = 2 * radius + 64
+    x = torch.zeros(1, 3, size, size)
+    poked = x.clone()
+    poked[0, :, size // 2, size // 2] = 1.0
+    with torch.no_grad():
+        changed = (model(poked) - model(x)).abs().amax(dim=(0, 1)) > 0
+    ys, xs = torch.nonzero(changed, as_tuple=True)
+    reach = max((ys - size // 2).abs().max().item(), (xs - size // 2).abs().max().item())
+    assert radius - 8 <= reach <= radius
+
+
+def test_tiled_output_equals_whole_image_output():
+    """Random weights, a 333x517 photo crop, 192 px tiles with a 64 px halo: within 2/255."""
+    stylizer = Stylizer(random_generator(UNetConfig(width=8), 2), random_generator(UNetConfig(width=8), 2), "cpu")
+    image = photos.astronaut()[50:383, :517 - 20]
+    image = np.ascontiguousarray(np.pad(image, ((0, 0), (0, 20), (0, 0)), mode="reflect"))
+    whole_pieces, whole_plan = split(image, tile=0)
+    tiled_pieces, tiled_plan = split(image, tile=192, halo=64)
+    assert len(tiled_pieces) > 4
+    whole = stitch(stylizer.run(whole_pieces, "background"), whole_plan).astype(int)
+    tiled = stitch(stylizer.run(tiled_pieces, "background"), tiled_plan).astype(int)
+    assert whole.shape == tiled.shape == image.shape
+    assert np.abs(whole - tiled).max() <= 2
+
+
+def test_weights_round_trip(tmp_path):
+    model = random_generator(UNetConfig(width=8), seed=4)
+    save_weights(model, tmp_path / "w.safetensors")
+    loaded = load_generator(tmp_path / "w.safetensors")
+    assert loaded.config.width == 8
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_wrong_shape_is_named(tmp_path):
+    save_weights(random_generator(UNetConfig(width=8)), tmp_path / "w.safetensors")
+    with pytest.raises(WeightsError, match=r"w\.safetensors.*'stem\.weight' has shape \(8, 3, 7, 7\)"):
+        load_generator(tmp_path / "w.safetensors", UNetConfig(width=16))
+
+
+def test_missing_key_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    state = random_generator(UNetConfig(width=8)).state_dict()
+    del state["blocks.2.conv1.bias"]
+    save_file(state, str(tmp_path / "w.safetensors"))
+    with pytest.raises(WeightsError, match=r"missing key 'blocks\.2\.conv1\.bias'"):
+        load_generator(tmp_path / "w.safetensors", UNetConfig(width=8))
+
+
+def test_unexpected_key_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    state = random_generator(UNetConfig(width=8)).state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, str(tmp_path / "w.safetensors"))
+    with pytest.raises(WeightsError, match=r"unexpected key 'extra\.weight'"):
+        load_generator(tmp_path / "w.safetensors", UNetConfig(width=8))
+
+
+def test_missing_and_corrupt_files_are_named(tmp_path):
+    with pytest.raises(WeightsError, match="nowhere.safetensors does not exist"):
+        load_generator(tmp_path / "nowhere.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(WeightsError, match="junk.safetensors is not a readable safetensors"):
+        load_generator(tmp_path / "junk.safetensors")
