@@ -73,6 +73,8 @@ class Job:
         alpha: (height, width) uint8 for transparent inputs, else None.
         timings: stage name -> milliseconds.
         batch_sizes: size of each UNet batch this job's pieces rode in.
+        handed_over_at: wall-clock time the last stage finished, so the next stage
+            can tell how long the job waited in queues and in transfer.
     """
 
     height: int
@@ -87,6 +89,12 @@ class Job:
     alpha: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
+    handed_over_at: float = 0.0
+
+    def record_wait(self, stage: str) -> None:
+        """Notes how long the job took to reach ``stage`` since it was handed over."""
+        if self.handed_over_at:
+            self.timings[f"wait_{stage}"] = max(0.0, (time.time() - self.handed_over_at) * 1000.0)
 
 
 @dataclass
@@ -174,28 +182,32 @@ class Preparer:
             original=original,
             alpha=alpha,
             timings=timings,
+            handed_over_at=time.time(),
         )
 
 
 def stylize_job(job: Job, stylizer: Stylizer) -> Job:
-    """Runs a whole job's pieces through one stylizer in two batches (in-process path)."""
+    """Runs a whole job's pieces through one stylizer, one batch per kind (in-process path)."""
     timings = dict(job.timings)
     batch_sizes = list(job.batch_sizes)
     heads = job.heads
-    if len(heads):
-        with timed(timings, "unet_head"):
+    with timed(timings, "unet"):
+        if len(heads):
             heads = stylizer.run(heads, "head")
-        batch_sizes.append(len(heads))
-    with timed(timings, "unet_background"):
+            batch_sizes.append(len(heads))
         background = stylizer.run(job.background, "background")
-    batch_sizes.append(len(job.background))
-    return replace(job, heads=heads, background=background, timings=timings, batch_sizes=batch_sizes)
+        batch_sizes.append(len(job.background))
+    return replace(
+        job, heads=heads, background=background, timings=timings, batch_sizes=batch_sizes,
+        handed_over_at=time.time(),
+    )
 
 
 class Composer:
     """Stitch, paste heads back, blend by strength, encode."""
 
     def compose(self, job: Job) -> Result:
+        job.record_wait("postprocessor")
         timings = dict(job.timings)
         with timed(timings, "compose"):
             picture = compose(

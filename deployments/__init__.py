@@ -1,0 +1,1 @@
+"""One Ray Serve deployment per stage, each a thin wrapper over ``cartoon``."""

@@ -1,0 +1,19 @@
+"""FaceAligner: decode, detect, align head crops, cut the background into pieces."""
+
+from ray import serve
+
+from cartoon.pipeline import Job, Options, Preparer
+from serve_app.settings import AppArgs
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
+class FaceAligner:
+    def __init__(self, args: AppArgs):
+        self.preparer = Preparer(args.pipeline_settings())
+
+    def prepare(self, data: bytes, options: Options) -> Job:
+        """Raises the typed ``cartoon.errors`` for bad images; the ingress maps them to 4xx."""
+        return self.preparer.prepare(data, options)
+
+    def ping(self) -> bool:
+        return True

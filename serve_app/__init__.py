@@ -1,0 +1,1 @@
+"""The Ray Serve application: typed settings, the HTTP ingress and the graph's wiring."""

@@ -1,0 +1,58 @@
+"""Where an HTTP error is chosen: every failure maps to a status and a JSON body."""
+
+from fastapi.responses import JSONResponse
+from ray.serve.exceptions import BackPressureError
+
+from cartoon.errors import (
+    CorruptImageError,
+    NotAnImageError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
+)
+
+STATUS_BY_ERROR = {
+    NotAnImageError: 400,
+    CorruptImageError: 400,
+    TooManyPixelsError: 413,
+    UnsupportedFormatError: 415,
+}
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, stable code and message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def _causes(exc: BaseException):
+    """The exception and what it wraps: Ray nests a replica's error in RayTaskErrors."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+
+
+def to_api_error(exc: BaseException, retry_after_s: int) -> ApiError | None:
+    """Maps an exception raised anywhere in the graph to an ApiError; None for a bug."""
+    causes = list(_causes(exc))
+    if any(isinstance(cause, BackPressureError) for cause in causes):
+        return ApiError(
+            503, "overloaded", "the service is at capacity; retry shortly",
+            {"Retry-After": str(retry_after_s)},
+        )
+    # The innermost one is the exception the replica raised, with its own message;
+    # the outer ones are Ray's wrappers carrying tracebacks.
+    for cause in reversed(causes):
+        for kind, status in STATUS_BY_ERROR.items():
+            if isinstance(cause, kind):
+                return ApiError(status, cause.code, str(cause))
+    return None

@@ -1,0 +1,62 @@
+"""Every knob of the application, typed, with defaults that run on a CPU-only laptop."""
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from cartoon.faces import DetectorConfig
+from cartoon.images import DEFAULT_MAX_PIXELS
+from cartoon.pipeline import PipelineSettings
+from cartoon.styles import DEFAULT_STYLES_DIR
+
+
+class AppArgs(BaseModel):
+    """Arguments of ``build_app``: the ``args`` block of a Serve config."""
+
+    model_config = {"extra": "forbid"}
+
+    styles_dir: str = Field(str(DEFAULT_STYLES_DIR), description="directory holding registry.json and weights")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu or cuda")
+    cpu_threads: int = Field(0, ge=0, description="torch threads on CPU; 0 = the replica's num_cpus, at least 1")
+    styles_per_replica: int = Field(2, ge=1, description="styles each Cartoonizer keeps loaded (LRU)")
+    gpu_memory_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="per-replica CUDA memory cap; 0 = the replica's num_gpus"
+    )
+    process_side: int = Field(720, ge=64, description="background short side is shrunk to at most this")
+    tile: int = Field(0, ge=0, description="background piece side (multiple of 4); 0 = whole background")
+    halo: int = Field(64, ge=0, description="overlap between background tiles, >= the UNet's receptive radius")
+    landmark_points: Literal[5, 68] = Field(5, description="5 (public domain) or 68 (non-commercial use only)")
+    detect_long_side: int = Field(640, ge=64, description="the face detector runs on a copy this long")
+    score_threshold: float = Field(0.3, description="HOG detection score below which a face is dropped")
+    max_faces: int = Field(8, ge=0, description="faces stylized per image, largest first")
+    min_face: int = Field(40, ge=1, description="faces smaller than this (px) are ignored")
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="request body limit (413 above)")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="width * height limit from the header (413)")
+    max_batch_items: int = Field(32, ge=1, description="images in one /v1/cartoonize/batch request")
+    request_timeout_s: float = Field(60.0, gt=0, description="a request still running after this gets 504")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503 when queues are full")
+
+    def pipeline_settings(self) -> PipelineSettings:
+        return PipelineSettings(
+            detector=DetectorConfig(
+                landmark_points=self.landmark_points,
+                detect_long_side=self.detect_long_side,
+                score_threshold=self.score_threshold,
+                max_faces=self.max_faces,
+                min_face=self.min_face,
+            ),
+            process_side=self.process_side,
+            tile=self.tile,
+            halo=self.halo,
+            max_pixels=self.max_pixels,
+            device=self.device,
+        )
+
+
+class BatchingConfig(BaseModel):
+    """The Cartoonizer's ``user_config``: changed live through ``reconfigure``."""
+
+    model_config = {"extra": "forbid"}
+
+    max_batch_size: int = Field(8, ge=1, description="pieces (head crops or tiles) per UNet forward")
+    batch_wait_timeout_s: float = Field(0.02, ge=0, description="how long a batch waits to fill")
