@@ -1,6 +1,7 @@
 """Face detection (dlib HOG) and landmarks (face-recognition-models' dlib files)."""
 
 import importlib.util
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,12 +87,18 @@ class DetectorConfig:
 
 
 class FaceDetector:
-    """HOG face detector plus a landmark model, loaded once."""
+    """HOG face detector plus a landmark model, loaded once.
+
+    Safe to call from several threads (Serve runs sync methods in a thread pool):
+    dlib's detector crashes the process when two threads run it at once, so calls
+    into dlib take a lock.
+    """
 
     def __init__(self, config: DetectorConfig = DetectorConfig()):
         self.config = config
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(landmark_model_path(config.landmark_points)))
+        self._dlib_lock = threading.Lock()
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Finds faces, largest first.
@@ -109,6 +116,10 @@ class FaceDetector:
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        with self._dlib_lock:
+            return self._detect(rgb, small, scale)
+
+    def _detect(self, rgb: np.ndarray, small: np.ndarray, scale: float) -> list[Face]:
         rects, scores, _ = self._detector.run(small, 0, self.config.score_threshold)
         faces = []
         for rect, score in zip(rects, scores):

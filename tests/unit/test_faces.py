@@ -101,3 +101,14 @@ def test_5_and_68_point_paths_align_within_a_few_pixels(photo, detector5, detect
     matrix5 = similarity_transform(face5.points, REFERENCE_POINTS_5)
     matrix68 = similarity_transform(face68.points, REFERENCE_POINTS_68)
     assert crop_corners_in(matrix68, matrix5).mean() < 8.0
+
+
+def test_detector_is_safe_to_share_between_threads(detector5):
+    """Serve runs sync replica methods in threads; unlocked, dlib segfaults on this."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pictures = [photos.astronaut(), photos.grace_hopper(), photos.coffee(), photos.two_faces()]
+    expected = [len(detector5.detect(picture)) for picture in pictures]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        counts = list(pool.map(lambda i: len(detector5.detect(pictures[i % 4])), range(160)))
+    assert counts == expected * 40
