@@ -15,7 +15,6 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from cartoon import images
-from cartoon.errors import CartoonError
 from cartoon.pipeline import Options, Result
 from cartoon.styles import StyleRegistry
 from serve_app.errors import ApiError, to_api_error
@@ -182,8 +181,6 @@ class Ingress:
             return await coroutine
         except ApiError:
             raise
-        except CartoonError as exc:
-            raise to_api_error(exc, self.args.retry_after_s) from exc
         except Exception as exc:
             error = to_api_error(exc, self.args.retry_after_s)
             if error is None:
