@@ -100,7 +100,8 @@ def test_5_and_68_point_paths_align_within_a_few_pixels(photo, detector5, detect
     (face68,) = detector68.detect(image)
     matrix5 = similarity_transform(face5.points, REFERENCE_POINTS_5)
     matrix68 = similarity_transform(face68.points, REFERENCE_POINTS_68)
-    assert crop_corners_in(matrix68, matrix5).mean() < 8.0
+    # Measured: 2.3 px (astronaut) and 3.5 px (Grace Hopper) on average, of 288.
+    assert crop_corners_in(matrix68, matrix5).mean() < 5.0
 
 
 def test_detector_is_safe_to_share_between_threads(detector5):
