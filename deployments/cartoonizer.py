@@ -14,6 +14,7 @@ from ray import serve
 
 from cartoon.pipeline import Job
 from cartoon.styles import StyleRegistry, Stylizer, resolve_device
+from serve_app import metrics
 from serve_app.settings import AppArgs, BatchingConfig
 
 _logger = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Cartoonizer:
             # In a thread, so the event loop keeps queueing the next batch meanwhile.
             outputs = await asyncio.to_thread(stylizer.run, batch, kind)
             record = _BatchRecord(next(self._batch_ids), len(indices), (time.perf_counter() - start) * 1000.0)
+            metrics.record_unet_batch(kind, len(indices))
             for i, output in zip(indices, outputs):
                 results[i] = (output, record)
         return results
@@ -92,6 +94,7 @@ class Cartoonizer:
         timings = dict(job.timings)
         timings["unet"] = (time.perf_counter() - start) * 1000.0
         timings["unet_compute"] = sum(record.milliseconds for record in batches.values())
+        metrics.record_stages(timings, metrics.CARTOONIZER_STAGES)
         head_count = len(job.heads)
         return replace(
             job,

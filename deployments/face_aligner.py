@@ -3,6 +3,7 @@
 from ray import serve
 
 from cartoon.pipeline import Job, Options, Preparer
+from serve_app import metrics
 from serve_app.settings import AppArgs
 
 
@@ -13,7 +14,10 @@ class FaceAligner:
 
     def prepare(self, data: bytes, options: Options) -> Job:
         """Raises the typed ``cartoon.errors`` for bad images; the ingress maps them to 4xx."""
-        return self.preparer.prepare(data, options)
+        job = self.preparer.prepare(data, options)
+        metrics.record_stages(job.timings, metrics.ALIGNER_STAGES)
+        metrics.record_faces(len(job.faces))
+        return job
 
     def ping(self) -> bool:
         return True

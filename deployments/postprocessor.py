@@ -3,6 +3,7 @@
 from ray import serve
 
 from cartoon.pipeline import Composer, Job, Result
+from serve_app import metrics
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
@@ -11,7 +12,9 @@ class Postprocessor:
         self.composer = Composer()
 
     def compose(self, job: Job) -> Result:
-        return self.composer.compose(job)
+        result = self.composer.compose(job)
+        metrics.record_stages(result.timings, metrics.POSTPROCESSOR_STAGES)
+        return result
 
     def ping(self) -> bool:
         return True

@@ -1,6 +1,7 @@
 """Where an HTTP error is chosen: every failure maps to a status and a JSON body."""
 
 from fastapi.responses import JSONResponse
+from ray.exceptions import ActorDiedError, ActorUnavailableError
 from ray.serve.exceptions import BackPressureError
 
 from cartoon.errors import (
@@ -47,6 +48,13 @@ def to_api_error(exc: BaseException, retry_after_s: int) -> ApiError | None:
     if any(isinstance(cause, BackPressureError) for cause in causes):
         return ApiError(
             503, "overloaded", "the service is at capacity; retry shortly",
+            {"Retry-After": str(retry_after_s)},
+        )
+    if any(isinstance(cause, (ActorDiedError, ActorUnavailableError)) for cause in causes):
+        # A replica died mid-request (its node was lost, say): the work is gone, but
+        # Serve routes a retry to a live replica or to the one replacing it.
+        return ApiError(
+            503, "replica_lost", "the replica working on this image was lost; retry shortly",
             {"Retry-After": str(retry_after_s)},
         )
     # The innermost one is the exception the replica raised, with its own message;

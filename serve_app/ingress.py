@@ -17,6 +17,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from cartoon import images
 from cartoon.pipeline import Options, Result
 from cartoon.styles import StyleRegistry
+from serve_app import metrics
 from serve_app.errors import ApiError, to_api_error
 from serve_app.settings import AppArgs
 
@@ -60,6 +61,7 @@ api = FastAPI(
 
 @api.exception_handler(ApiError)
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    metrics.record_error(exc.status, exc.code)
     return exc.response()
 
 
@@ -68,7 +70,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     problems = "; ".join(
         f"{'.'.join(str(part) for part in error['loc'][1:])}: {error['msg']}" for error in exc.errors()
     )
-    return ApiError(422, "invalid_parameter", problems).response()
+    return await _api_error(request, ApiError(422, "invalid_parameter", problems))
 
 
 class OptionsQuery:
@@ -230,6 +232,7 @@ class Ingress:
             try:
                 result = await self._guarded(self._cartoonize(data, options, style))
             except ApiError as error:
+                metrics.record_error(error.status, error.code)
                 return {"index": index, "filename": filename, "status": error.status, **error.body()}
             return {"index": index, "filename": filename, "status": 200, **_result_json(result)}
 

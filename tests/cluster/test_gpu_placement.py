@@ -1,0 +1,92 @@
+"""Fractional-GPU placement: quarter-GPU Cartoonizers on a CPU head plus one GPU worker."""
+
+import httpx
+import pytest
+import ray
+from ray.util.state import list_actors
+
+from tests.cluster.conftest import (
+    deploy,
+    deployment_status,
+    free_port,
+    gpu_node_config,
+    portrait_jpeg,
+    running,
+    serve_cluster,
+    wait_for,
+    wait_until_serving,
+)
+
+CARTOONIZER_ACTOR = "ServeReplica:cartoon:Cartoonizer"
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """A head with 2 CPUs and no GPU, one worker with 2 CPUs and one (simulated) GPU."""
+    with serve_cluster(tmp_path_factory.mktemp("ray"), head_cpus=2, include_dashboard=True) as cluster:
+        yield cluster.add_node(num_cpus=2, num_gpus=1), free_port()
+
+
+def config(port: int, cartoonizers: int, aligners: int = 1) -> dict:
+    # Quarter CPUs keep the CPU from being what runs out: only the GPU may.
+    return gpu_node_config(port, {
+        "Ingress": {"num_replicas": 1},
+        "FaceAligner": {"num_replicas": aligners, "ray_actor_options": {"num_cpus": 0.25}},
+        "Cartoonizer": {"num_replicas": cartoonizers, "ray_actor_options": {"num_cpus": 0.25}},
+        "Postprocessor": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25}},
+    })
+
+
+def cartoonizer_gpus() -> float:
+    """The Cartoonizer's num_gpus in configs/gpu.yaml (0.25: four replicas per GPU)."""
+    (app,) = gpu_node_config(port=0, deployments={})["applications"]
+    (cartoonizer,) = [d for d in app["deployments"] if d["name"] == "Cartoonizer"]
+    return cartoonizer["ray_actor_options"]["num_gpus"]
+
+
+def cartoonizer_nodes() -> dict[str, str]:
+    """Actor id -> node id of every live Cartoonizer replica."""
+    actors = list_actors(filters=[("class_name", "=", CARTOONIZER_ACTOR), ("state", "=", "ALIVE")])
+    return {actor.actor_id: actor.node_id for actor in actors}
+
+
+def test_a_full_gpu_of_quarter_replicas_all_land_on_the_gpu_node(two_nodes):
+    gpu_node, port = two_nodes
+    per_gpu = round(1 / cartoonizer_gpus())
+    deploy(config(port, per_gpu))
+    wait_until_serving(f"http://127.0.0.1:{port}")
+    wait_for(lambda: running("Cartoonizer") == per_gpu, f"{per_gpu} Cartoonizers running")
+
+    assert set(cartoonizer_nodes().values()) == {gpu_node.node_id}
+    assert len(cartoonizer_nodes()) == per_gpu
+    assert ray.available_resources().get("GPU", 0.0) == 0.0
+
+
+def test_one_replica_over_the_gpu_stays_pending_and_the_status_says_why(two_nodes):
+    _, port = two_nodes
+    per_gpu = round(1 / cartoonizer_gpus())
+    url = f"http://127.0.0.1:{port}"
+    deploy(config(port, per_gpu))
+    wait_for(lambda: running("Cartoonizer") == per_gpu, f"{per_gpu} Cartoonizers running")
+    placed = cartoonizer_nodes()
+
+    # One Cartoonizer more than the GPU holds, and a second FaceAligner.
+    deploy(config(port, per_gpu + 1, aligners=2))
+    wait_for(
+        lambda: "Resources required for each replica" in deployment_status("Cartoonizer").message,
+        "the Cartoonizer's status explains its pending replica",
+    )
+    status = deployment_status("Cartoonizer")
+    assert status.status == "UPSCALING"
+    assert status.replica_states == {"RUNNING": per_gpu, "STARTING": 1}
+    # "... Resources required for each replica: {...}, total resources available: {...}"
+    required, available = status.message.split("total resources available")
+    assert f'"GPU": {cartoonizer_gpus()}' in required and "GPU" not in available, status.message
+    # The running replicas were neither moved nor restarted.
+    assert cartoonizer_nodes() == placed
+
+    # CPU stages scale on their own while the GPU stage waits, and the app serves.
+    wait_for(lambda: running("FaceAligner") == 2, "2 FaceAligners running")
+    assert deployment_status("FaceAligner").status == "HEALTHY"
+    assert httpx.post(f"{url}/v1/cartoonize", content=portrait_jpeg(), timeout=60).status_code == 200
+    assert running("Cartoonizer") == per_gpu
