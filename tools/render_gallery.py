@@ -31,12 +31,13 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from cartoon.background import shrink, split, stitch
 from cartoon.constants import CROP_SIZE
-from cartoon.pipeline import Options, Pipeline, PipelineSettings, Preparer
+from cartoon.pipeline import Options, Pipeline, PipelineSettings
 from cartoon.styles import StyleRegistry, Stylizer
+from cartoon.unet import load_generator
 from tools.teachers import teacher
 from tools.train_style import HELD_OUT, load_photo
 
-GALLERY_HEIGHT = 288  # px of each panel in the whole-picture strips
+GALLERY_HEIGHT = 432  # px of each whole-picture panel: outlines must stay visible
 JPEG_QUALITY = 85
 
 
@@ -65,13 +66,18 @@ def stylize_whole(stylizer: Stylizer, picture: np.ndarray) -> np.ndarray:
 def strip(panels: list[np.ndarray], height: int) -> np.ndarray:
     """Panels side by side, each resized to ``height`` px tall."""
     resized = [
-        cv2.resize(panel, (round(panel.shape[1] * height / panel.shape[0]), height), interpolation=cv2.INTER_AREA)
+        cv2.resize(
+            panel,
+            (round(panel.shape[1] * height / panel.shape[0]), height),
+            interpolation=cv2.INTER_AREA,
+        )
         for panel in panels
     ]
     return np.concatenate(resized, axis=1)
 
 
 def save_jpeg(rgb: np.ndarray, path: Path) -> None:
+    """Writes a small JPEG: the gallery is committed, so it must stay light."""
     Image.fromarray(rgb).save(path, format="JPEG", quality=JPEG_QUALITY, optimize=True)
 
 
@@ -88,7 +94,6 @@ def render(styles_dir: Path, out: Path | None, device: str = "cpu") -> list[Scor
     """
     registry = StyleRegistry.from_directory(styles_dir)
     settings = PipelineSettings(device=device)
-    preparer = Preparer(settings)
     pipeline = Pipeline(registry, settings)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +101,7 @@ def render(styles_dir: Path, out: Path | None, device: str = "cpu") -> list[Scor
     for photo_id in HELD_OUT:
         photo = load_photo(photo_id)
         name = Path(photo_id.split(":", 1)[1]).stem
-        heads = preparer.prepare_array(photo, Options()).heads
+        heads = pipeline.preparer.prepare_array(photo, Options()).heads
         if len(heads) != 1:
             raise RuntimeError(f"expected one face in {photo_id}, found {len(heads)}")
         head = heads[0]
@@ -112,12 +117,35 @@ def render(styles_dir: Path, out: Path | None, device: str = "cpu") -> list[Scor
             if out is not None:
                 served = pipeline(photo, Options(style=style))
                 served_rgb = np.asarray(Image.open(io.BytesIO(served.data)).convert("RGB"))
-                save_jpeg(strip([head, head_teacher, head_student], CROP_SIZE), out / f"{style}_{name}_head.jpg")
+                head_strip = strip([head, head_teacher, head_student], CROP_SIZE)
+                save_jpeg(head_strip, out / f"{style}_{name}_head.jpg")
                 save_jpeg(
                     strip([whole, whole_teacher, whole_student, served_rgb], GALLERY_HEIGHT),
                     out / f"{style}_{name}_whole.jpg",
                 )
     return scores
+
+
+def multiply_accumulates(model: torch.nn.Module, height: int, width: int) -> int:
+    """Multiply-accumulates of the model's convolutions for one (1, 3, height, width) input.
+
+    The guided filter and the activations add a few elementwise operations per pixel,
+    negligible next to the convolutions, and are not counted.
+    """
+    total = 0
+
+    def count(module: torch.nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        total += output[0].numel() * module.in_channels // module.groups * kernel
+
+    convolutions = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [conv.register_forward_hook(count) for conv in convolutions]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, height, width))
+    for hook in hooks:
+        hook.remove()
+    return total
 
 
 def table(scores: list[Score]) -> str:
@@ -143,6 +171,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(table(render(args.styles_dir, None if args.no_images else args.out)))
+    registry = StyleRegistry.from_directory(args.styles_dir)
+    for name in registry.names():
+        model = load_generator(registry.get(name).head)
+        parameters = sum(p.numel() for p in model.parameters())
+        gmac = multiply_accumulates(model, CROP_SIZE, CROP_SIZE) / 1e9
+        print(f"{name}: width {model.config.width}, {parameters:,} parameters, "
+              f"{gmac:.2f} GMAC per {CROP_SIZE}x{CROP_SIZE} crop")
 
 
 if __name__ == "__main__":

@@ -16,15 +16,22 @@ Styles:
   pupils, the line between the lips, nostrils, hair edges), softly thresholded and
   blurred.
 * ``sketch``: pencil drawing. The colour-dodge blend of the lightness with its
-  blurred negative (``L / (1 - blur(1 - L))``) leaves white paper where the picture
+  blurred negative (``L / (1 - blur(1 - L))``, with a small floor added to both
+  sides so dark areas stay calm) leaves white paper where the picture
   is flat and graphite strokes where it is locally darker than its surroundings; a
   little large-scale shading keeps dark areas grey, and the result is tinted like
   paper and graphite.
 
 Heads (aligned 288x288 crops, the face about 150 px wide) and backgrounds (the whole
-picture with its short side at most 720 px) get different parameters: heads keep
-finer lines and less flattening so eyes and mouth stay drawn, backgrounds drop
-fine texture so foliage and fabric do not turn into noise.
+picture with its short side at most 720 px) get different parameters. In a head crop
+skin pores and wrinkles are large enough to become outlines, so the toon head teacher
+flattens harder (five wider bilateral passes, softer bands) and keeps lines only for
+strong features: eyes, brows, nostrils, the lips, the face and hair contour. On a
+whole picture the same features are a few pixels wide, so the toon background teacher
+draws wider, more eager outlines (folds, stripes, silhouettes) and harder, more
+saturated bands to read as a cartoon at that scale; whole pictures also hold finer
+texture (foliage, fabric), so the sketch background teacher pre-smooths more and draws
+with a wider dodge blur.
 """
 
 from collections.abc import Callable
@@ -63,9 +70,10 @@ class SketchParams:
     presmooth_color: float = 20.0  # bilateral range sigma (uint8 levels)
     presmooth_space: float = 3.0  # bilateral spatial sigma (px)
     dodge_sigma: float = 4.0  # blur of the negative: the stroke width scale (px)
-    stroke_gamma: float = 2.2  # >1 darkens the strokes left by the dodge
+    dodge_floor: float = 0.08  # added to both sides of the dodge ratio: calms dark areas
+    stroke_gamma: float = 2.6  # >1 darkens the strokes left by the dodge
     shade_sigma: float = 12.0  # blur of the lightness used for broad shading (px)
-    shade_amount: float = 0.35  # how much the broad shading darkens dark areas (0..1)
+    shade_amount: float = 0.5  # how much the broad shading darkens dark areas (0..1)
     stroke_blur: float = 0.7  # Gaussian softening of the final drawing (px)
     paper: tuple[float, float, float] = (0.98, 0.96, 0.91)  # RGB of bare paper
     graphite: tuple[float, float, float] = (0.20, 0.20, 0.24)  # RGB of the darkest stroke
@@ -110,7 +118,9 @@ def toon(rgb: np.ndarray, params: ToonParams = ToonParams()) -> np.ndarray:
     _check(rgb)
     flat = rgb
     for _ in range(params.smooth_passes):
-        flat = cv2.bilateralFilter(flat, params.smooth_diameter, params.smooth_color, params.smooth_space)
+        flat = cv2.bilateralFilter(
+            flat, params.smooth_diameter, params.smooth_color, params.smooth_space
+        )
     lab = cv2.cvtColor(flat.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)  # L* 0..100, a*, b*
     lightness = lab[..., 0]
     lab[..., 0] = _soft_staircase(lightness, params.band, params.band_sharpness)
@@ -146,9 +156,11 @@ def sketch(rgb: np.ndarray, params: SketchParams = SketchParams()) -> np.ndarray
     )
     gray = cv2.cvtColor(smooth, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
     negative_blur = cv2.GaussianBlur(1.0 - gray, (0, 0), params.dodge_sigma)
-    # Colour dodge: the ratio of a pixel to its blurred surroundings; floored so flat
-    # black areas do not divide by zero.
-    dodge = np.clip(gray / np.maximum(1.0 - negative_blur, 1e-2), 0.0, 1.0)
+    # Colour dodge: a pixel over the complement of its blurred negative, i.e. over its
+    # blurred surroundings. The floor on both sides keeps the ratio from blowing up
+    # sensor and JPEG noise in dark areas into speckle no student could reproduce.
+    floor = params.dodge_floor
+    dodge = np.clip((gray + floor) / (1.0 - negative_blur + floor), 0.0, 1.0)
     strokes = dodge**params.stroke_gamma
     broad = cv2.GaussianBlur(gray, (0, 0), params.shade_sigma)
     tone = strokes * (1.0 - params.shade_amount * (1.0 - broad))
@@ -159,9 +171,25 @@ def sketch(rgb: np.ndarray, params: SketchParams = SketchParams()) -> np.ndarray
     return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-TOON_HEAD = ToonParams()
+TOON_HEAD = ToonParams(
+    smooth_passes=5,
+    smooth_color=32.0,
+    smooth_space=6.0,
+    band_sharpness=4.0,
+    line_sigma=1.4,
+    line_low=1.5,
+    line_high=6.0,
+    line_blur=1.0,
+)
 TOON_BACKGROUND = ToonParams(
-    smooth_passes=4, smooth_color=30.0, line_sigma=1.4, line_low=1.5, line_high=6.0
+    smooth_passes=4,
+    smooth_color=30.0,
+    band_sharpness=6.0,
+    chroma_gain=1.3,
+    line_sigma=1.6,
+    line_low=1.0,
+    line_high=5.0,
+    line_blur=1.0,
 )
 SKETCH_HEAD = SketchParams()
 SKETCH_BACKGROUND = SketchParams(dodge_sigma=5.0, presmooth_color=28.0, presmooth_space=4.0)
