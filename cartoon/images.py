@@ -91,7 +91,10 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise TooManyPixelsError(f"the image declares too many pixels: {exc}") from exc
+        # Pillow refuses before we can read the size; PNG headers we read ourselves.
+        size = _png_declared_size(data)
+        declared = f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels" if size else "more pixels"
+        raise TooManyPixelsError(f"the header declares {declared}, over the limit of {max_pixels}") from exc
     except UnidentifiedImageError as exc:
         raise _unidentified(data, max_pixels) from exc
     except (OSError, SyntaxError, ValueError) as exc:
