@@ -14,8 +14,8 @@ It writes JPEG strips to the gallery directory (the whole-picture strip ends wit
 fourth panel, the complete served output of ``cartoon.pipeline.Pipeline``: background
 plus pasted-back head) and prints a markdown table of student-vs-teacher PSNR and SSIM.
 
-Usage:
-    python tools/render_gallery.py --styles-dir cartoon/styles --out docs/gallery
+Usage (from the repository root):
+    python -m tools.render_gallery --styles-dir cartoon/styles --out docs/gallery
 """
 
 import argparse
@@ -43,6 +43,8 @@ JPEG_QUALITY = 85
 
 @dataclass(frozen=True)
 class Score:
+    """Student-vs-teacher agreement for one style, held-out photo and part."""
+
     style: str
     photo: str
     part: str  # "head" or "whole"
@@ -176,8 +178,10 @@ def main() -> None:
         model = load_generator(registry.get(name).head)
         parameters = sum(p.numel() for p in model.parameters())
         gmac = multiply_accumulates(model, CROP_SIZE, CROP_SIZE) / 1e9
-        print(f"{name}: width {model.config.width}, {parameters:,} parameters, "
-              f"{gmac:.2f} GMAC per {CROP_SIZE}x{CROP_SIZE} crop")
+        print(
+            f"{name}: width {model.config.width}, {parameters:,} parameters, "
+            f"{gmac:.2f} GMAC per {CROP_SIZE}x{CROP_SIZE} crop"
+        )
 
 
 if __name__ == "__main__":

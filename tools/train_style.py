@@ -5,22 +5,27 @@ model learns the background teacher on patches of whole pictures. Both start fro
 ``cartoon.unet.random_generator`` and train with Adam, a short warm-up and cosine
 decay, on L1 plus an L1 of image gradients (the outlines are where the error is).
 
-Data come from packages already installed, nothing is downloaded. The two face photos
+Data come from packages already installed; nothing is downloaded. The two face photos
 the project evaluates on (scikit-image's astronaut, matplotlib's Grace Hopper) are
 held out. Training pictures: scikit-image's coffee, chelsea, rocket, the left view of
-stereo_motorcycle and camera (its small face, aligned through the project's own detector and
-``cartoon.align``), scikit-learn's china and flower, plus synthetic content: drawn
-faces in the aligned frame, the LFW faces of ``skimage.data.lfw_subset`` enlarged into
-the frame, and shapes-and-gradients scenes. Every picture is augmented (scale, flip,
-small rotation, colour jitter) before the teacher draws it, so teacher and student see
-the same pixels. Teacher outputs are computed once up front into fixed pools.
+stereo_motorcycle and camera (its small face found by the project's detector and
+aligned with ``cartoon.align``), scikit-learn's china and flower, plus synthetic
+content: drawn faces in the aligned frame, the LFW faces of ``skimage.data.lfw_subset``
+enlarged into the frame, and shapes-and-gradients scenes. Every picture is augmented
+(scale, mirror, small similarity jitter for faces, colour jitter) before the teacher
+draws it, so teacher and student see the same pixels. Teacher outputs are computed
+once up front into fixed pools.
 
-``--minutes`` is a wall-clock budget for the whole run (both models, data
-preparation included): step counts are derived from a timing of a few steps and
-recorded, so a run can be repeated exactly with ``--head-steps``/``--background-steps``.
+``--minutes`` budgets the whole run (data, head and background), counted in this
+process's CPU time on the CPU (see ``budget_clock``). Step counts come from timing a
+few steps and are recorded in ``<style>_train.json``, so a run can be repeated
+exactly with ``--head-steps``/``--background-steps``.
 
-Usage:
-    python tools/train_style.py --style toon --minutes 25 --out cartoon/styles
+Writes ``<style>_head.safetensors``, ``<style>_background.safetensors`` and
+``<style>_train.json`` to ``--out`` and adds the style to its ``registry.json``.
+
+Usage (from the repository root):
+    python -m tools.train_style --style toon --minutes 25 --out cartoon/styles
 """
 
 import argparse
@@ -121,6 +126,7 @@ class Pool:
     sources: dict[str, int] = field(default_factory=dict)
 
     def add(self, picture: np.ndarray, renderer: Renderer, source: str) -> None:
+        """Stores a picture with the teacher's drawing of it, counted under ``source``."""
         self.inputs.append(picture)
         self.targets.append(renderer(picture))
         self.sources[source] = self.sources.get(source, 0) + 1

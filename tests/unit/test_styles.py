@@ -18,15 +18,24 @@ from tools.teachers import teacher
 SHIPPED = ("sketch", "toon")
 MAX_WEIGHTS_BYTES = 8 * 1024 * 1024
 
-# Student-vs-teacher PSNR floors on the held-out aligned head crops, per style: the
-# figures measured by tools/render_gallery.py (docs/MODEL_CARD.md) minus 2 dB, so
-# retrained weights that are clearly worse fail while noise across torch builds does not.
-HEAD_PSNR_FLOOR = {"toon": 0.0, "sketch": 0.0}
+# Student-vs-teacher PSNR floors (dB) on the held-out aligned head crops: the figures
+# measured by tools/render_gallery.py (docs/MODEL_CARD.md: toon 31.59 and 28.40,
+# sketch 38.32 and 34.12) minus 2 dB, so clearly worse weights fail while numeric noise
+# across torch builds does not.
+HEAD_PSNR_FLOOR = {
+    ("toon", "astronaut"): 29.5,
+    ("toon", "grace_hopper"): 26.4,
+    ("sketch", "astronaut"): 36.3,
+    ("sketch", "grace_hopper"): 32.1,
+}
 
-# Mean absolute difference (uint8 levels) a style must make to the astronaut picture;
-# a near-identity model (the failure mode of an untrained or collapsed student) stays
-# well below it.
-MIN_CHANGE = 12.0
+# Mean absolute change (uint8 levels) a style must make to the astronaut. Measured:
+# toon 7.2 (head) and 14.4 (whole), sketch about 50; a near-identity student stays
+# far below.
+MIN_CHANGE = 5.0
+# How much closer (dB) a student must be to its teacher than to its input: it must be
+# doing the style, not a mild filter. Measured: at least 5.4 dB (toon head).
+STYLE_MARGIN_DB = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +52,7 @@ def stylizers(registry):
 def held_out_heads():
     preparer = Preparer()
     held_out = {"astronaut": photos.astronaut(), "grace_hopper": photos.grace_hopper()}
-    return {name: preparer.prepare_array(photo, Options()).heads[0] for name, photo in held_out.items()}
+    return {name: preparer.prepare_array(rgb, Options()).heads[0] for name, rgb in held_out.items()}
 
 
 def test_registry_ships_toon_and_sketch_with_toon_as_default(registry):
@@ -56,16 +65,20 @@ def test_registry_ships_toon_and_sketch_with_toon_as_default(registry):
 
 
 @pytest.mark.parametrize("style", SHIPPED)
-def test_style_redraws_the_astronaut(style, stylizers, held_out_heads):
+def test_style_redraws_the_astronaut_towards_its_teacher(style, stylizers, held_out_heads):
     picture = shrink(photos.astronaut(), 256)
     pieces, plan = split(picture)
     whole = stitch(stylizers[style].run(pieces, "background"), plan)
     head = held_out_heads["astronaut"]
     drawn_head = stylizers[style].run(head[None], "head")[0]
-    for part, before, after in (("whole", picture, whole), ("head", head, drawn_head)):
+    for kind, before, after in (("background", picture, whole), ("head", head, drawn_head)):
         assert after.shape == before.shape and after.dtype == np.uint8
         change = float(np.abs(after.astype(np.float32) - before).mean())
-        assert change > MIN_CHANGE, f"{style} {part}: mean change {change:.1f}"
+        assert change > MIN_CHANGE, f"{style} {kind}: mean change {change:.1f}"
+        to_teacher = peak_signal_noise_ratio(teacher(style, kind)(before), after, data_range=255)
+        to_input = peak_signal_noise_ratio(before, after, data_range=255)
+        message = f"{style} {kind}: {to_teacher:.1f} dB to the teacher, {to_input:.1f} to the input"
+        assert to_teacher > to_input + STYLE_MARGIN_DB, message
 
 
 @pytest.mark.parametrize("style", SHIPPED)
@@ -73,16 +86,18 @@ def test_student_stays_close_to_its_teacher_on_held_out_heads(style, stylizers, 
     for name, head in held_out_heads.items():
         student = stylizers[style].run(head[None], "head")[0]
         psnr = peak_signal_noise_ratio(teacher(style, "head")(head), student, data_range=255)
-        assert psnr > HEAD_PSNR_FLOOR[style], f"{style} on {name}: {psnr:.2f} dB"
+        assert psnr > HEAD_PSNR_FLOOR[style, name], f"{style} on {name}: {psnr:.2f} dB"
 
 
 def test_sketch_is_grey_and_toon_keeps_colour(stylizers, held_out_heads):
     head = held_out_heads["grace_hopper"]
     sketch = stylizers["sketch"].run(head[None], "head")[0].astype(np.float32)
     toon = stylizers["toon"].run(head[None], "head")[0].astype(np.float32)
-    # Spread between the channels of a pixel: near zero on paper and graphite.
-    assert np.ptp(sketch, axis=2).mean() < 12
-    assert np.ptp(toon, axis=2).mean() > 25
+    # Spread between the channels of a pixel. The sketch teacher draws between graphite
+    # and warm paper, whose channels differ by at most 0.07 * 255 = 18 levels (measured
+    # student: 8.5); the photo has 75 and the toon student 84.
+    assert np.ptp(sketch, axis=2).mean() < 18
+    assert np.ptp(toon, axis=2).mean() > 40
 
 
 @pytest.mark.parametrize("style", SHIPPED)
@@ -114,7 +129,7 @@ def test_missing_weights_file_names_the_file(registry, tmp_path):
     copied = copy_registry(registry, tmp_path)
     missing = copied.get("toon").head
     missing.unlink()
-    with pytest.raises(WeightsError, match=re.escape(missing.name)):
+    with pytest.raises(WeightsError, match=re.escape(str(missing))):
         Stylizer.from_style(copied.get("toon"), device="cpu")
 
 
@@ -124,5 +139,5 @@ def test_corrupt_weights_file_names_the_file(registry, tmp_path, damage):
     broken = copied.get("toon").background
     data = broken.read_bytes()
     broken.write_bytes(b"not a safetensors file" if damage == "garbage" else data[: len(data) // 2])
-    with pytest.raises(WeightsError, match=re.escape(broken.name)):
+    with pytest.raises(WeightsError, match=re.escape(str(broken))):
         Stylizer.from_style(copied.get("toon"), device="cpu")
