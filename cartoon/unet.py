@@ -136,6 +136,8 @@ def save_weights(model: UNetGenerator, path: str | Path) -> None:
     metadata = {key: str(value) for key, value in asdict(model.config).items()}
     state = {key: value.contiguous() for key, value in model.state_dict().items()}
     save_file(state, str(path), metadata=metadata)
+    # safetensors creates the file owner-only; weights ship as package data for everyone.
+    Path(path).chmod(0o644)
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
