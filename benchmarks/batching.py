@@ -173,10 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     print(common.markdown_table(
         ["policy", "arrivals/s", "sent", "done", "done/s", "mean batch", "p50 ms", "p95 ms"], rows))
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for policy in ("serve.batch", "when free"):
@@ -190,11 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         axis.set_xlabel("arrivals (pieces/s)")
         axis.grid(True, alpha=0.3)
         axis.legend()
-    figure.suptitle("batch formation under load (simulated forward)")
-    figure.tight_layout()
     path = common.output_path(args.out, "batching.png")
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    common.save_figure(figure, path, "batch formation under load (simulated forward)")
     common.write_json(path.with_suffix(".json"), {"args": vars(args), "results": results})
     print(f"\nplot: {path}")
     return 0

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import httpx
 import numpy as np
 import yaml
 from PIL import Image
+
+from serve_app.local import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -133,6 +134,24 @@ def machine_description() -> str:
     return f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB; load average at start {load}"
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (benchmarks run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: Path, title: str) -> None:
+    """Titles, lays out, writes and closes a figure."""
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot().close(figure)
+
+
 def write_json(path: Path, document: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=1, default=str))
@@ -211,12 +230,6 @@ def pipeline_settings(config: dict):
 # --- servers --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
     """Polls ``url`` until it answers 200; fails early if ``process`` exits."""
     deadline = time.monotonic() + timeout_s
@@ -236,13 +249,13 @@ def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = No
 def served_graph(config: dict, ray_cpus: int | None = None, ready_timeout_s: float = 300.0):
     """Deploys ``config`` in this process the way ``serve run`` does; yields the base URL.
 
-    Like tests/integration/conftest.py: start Ray, start Serve with the config's HTTP
-    options, hand the whole config to the controller. The HTTP port is a free one.
+    Like tests/integration/conftest.py: start Ray, then ``serve_app.local.deploy_config``.
+    The HTTP port is a free one.
     """
     import ray
     from ray import serve
-    from ray.serve._private import api as serve_private_api
-    from ray.serve.schema import ServeDeploySchema
+
+    from serve_app.local import deploy_config
 
     config = copy.deepcopy(config)
     port = free_port()
@@ -259,11 +272,7 @@ def served_graph(config: dict, ray_cpus: int | None = None, ready_timeout_s: flo
         _temp_dir=temp_dir,
     )
     try:
-        schema = ServeDeploySchema(**config)
-        client = serve_private_api.serve_start(
-            http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
-        )
-        client.deploy_apps(schema)
+        deploy_config(config)
         url = f"http://127.0.0.1:{port}"
         wait_ready(f"{url}/readyz", ready_timeout_s)
         yield url

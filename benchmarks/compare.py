@@ -178,10 +178,7 @@ def stage_table(columns: dict[str, dict[str, float]]) -> str:
 
 
 def plot(c1, levels, stage_columns, sizes, path, title) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(17, 4.8))
     width = 0.8 / max(1, len(c1))
@@ -212,10 +209,7 @@ def plot(c1, levels, stage_columns, sizes, path, title) -> None:
     right.legend(fontsize=6, ncol=2, loc="upper left")
     for axis in (left, middle, right):
         axis.grid(True, axis="y", alpha=0.3)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    common.save_figure(figure, path, title)
 
 
 def verdict(value: float, limit: float, at_most: bool) -> str:

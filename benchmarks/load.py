@@ -165,10 +165,7 @@ LEVEL_HEADERS = ["px", "c", "ok", "img/s", "p50 ms", "p95 ms", "p99 ms", "errors
 
 
 def plot(results: dict[int, list[Level]], path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for side, levels in results.items():
@@ -184,10 +181,7 @@ def plot(results: dict[int, list[Level]], path, title: str) -> None:
         axis.set_ylabel(label)
         axis.grid(True, alpha=0.3)
         axis.legend()
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    common.save_figure(figure, path, title)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -413,10 +413,7 @@ def gpu_plan(args) -> list[Case]:
 
 
 def plot(rows: list[Row], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     shapes = [shape for shape in SHAPES if any(row.case.shape == shape for row in rows)]
     figure, axes = plt.subplots(1, len(shapes), figsize=(5.5 * len(shapes), 4.2), squeeze=False)
@@ -439,10 +436,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
         axis.set_title(f"{shape} {SHAPES[shape]}x{SHAPES[shape]}")
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=6)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    common.save_figure(figure, path, title)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,7 @@
 """Similarity alignment onto the reference frame, its inverse, and paste-back."""
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
@@ -52,21 +54,24 @@ def warp_crop(rgb: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -> np.
     )
 
 
+@lru_cache(maxsize=8)
 def elliptical_mask(
     size: int = CROP_SIZE, axes: tuple[float, float] = MASK_AXES, feather: float = MASK_FEATHER
 ) -> np.ndarray:
     """A (size, size) float32 mask: 1 inside the ellipse, a linear ramp across its edge.
 
     The ramp is ``feather * size`` px wide, centred on the ellipse, in the ellipse's
-    normalised radius so the edge is equally soft all round.
+    normalised radius so the edge is equally soft all round. Every image pastes with
+    the same mask, so it is built once and returned read-only.
     """
     centre = (size - 1) / 2.0
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     semi_x, semi_y = axes[0] * size, axes[1] * size
     radius = np.sqrt(((xs - centre) / semi_x) ** 2 + ((ys - centre) / semi_y) ** 2)
     half_ramp = feather * size / 2.0 / min(semi_x, semi_y)
-    mask = np.clip((1.0 + half_ramp - radius) / (2.0 * half_ramp), 0.0, 1.0)
-    return mask.astype(np.float32)
+    mask = np.clip((1.0 + half_ramp - radius) / (2.0 * half_ramp), 0.0, 1.0).astype(np.float32)
+    mask.flags.writeable = False
+    return mask
 
 
 def paste_back(

@@ -2,7 +2,6 @@
 
 import asyncio
 import itertools
-import logging
 import math
 import time
 from dataclasses import dataclass, replace
@@ -16,9 +15,6 @@ from cartoon.pipeline import Job
 from cartoon.styles import StyleRegistry, Stylizer, resolve_device
 from serve_app import metrics
 from serve_app.settings import AppArgs, BatchingConfig
-
-_logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class _BatchRecord:

@@ -154,11 +154,15 @@ class Ingress:
             raise ApiError(422, "unknown_style", exc.args[0]) from exc
 
     async def _cartoonize(self, data: bytes, options: Options, style: str) -> Result:
-        """Runs one image through the graph, within the request timeout."""
-        images.probe(data, self.args.max_pixels)  # refuse early, before any replica decodes
+        """Runs one image through the graph within the request timeout.
+
+        Raises:
+            ApiError: for every failure, chosen by ``to_api_error``; a 500 only for our bugs.
+        """
         responses = []
 
         async def run() -> Result:
+            images.probe(data, self.args.max_pixels)  # refuse early, before any replica decodes
             prepared = self.aligner.prepare.remote(data, options)
             stylized = self.cartoonizer.options(multiplexed_model_id=style).stylize.remote(prepared)
             composed = self.postprocessor.compose.remote(stylized)
@@ -174,21 +178,14 @@ class Ingress:
             raise ApiError(
                 504, "timeout", f"the image was not done within {self.args.request_timeout_s} s"
             ) from exc
-        result.timings["total"] = (time.perf_counter() - start) * 1000.0
-        return result
-
-    async def _guarded(self, coroutine):
-        """Awaits graph work, turning known failures into ApiErrors."""
-        try:
-            return await coroutine
-        except ApiError:
-            raise
         except Exception as exc:
             error = to_api_error(exc, self.args.retry_after_s)
             if error is None:
                 _logger.exception("cartoonization failed")
                 raise ApiError(500, "internal", "the image could not be processed; this is our bug") from exc
             raise error from exc
+        result.timings["total"] = (time.perf_counter() - start) * 1000.0
+        return result
 
     @api.post("/v1/cartoonize", openapi_extra=IMAGE_BODY, responses={200: {"content": {"image/png": {}}}})
     async def cartoonize(self, request: Request, query: OptionsQuery = Depends()) -> Response:
@@ -205,7 +202,7 @@ class Ingress:
             if len(files) != 1:
                 raise ApiError(422, "invalid_parameter", "a multipart body needs exactly one file field 'image'")
             body = files[0]
-        result = await self._guarded(self._cartoonize(body, options, style))
+        result = await self._cartoonize(body, options, style)
         if "application/json" in request.headers.get("accept", ""):
             return JSONResponse(_result_json(result))
         headers = {
@@ -230,7 +227,7 @@ class Ingress:
 
         async def item(index: int, filename: str, data: bytes) -> dict:
             try:
-                result = await self._guarded(self._cartoonize(data, options, style))
+                result = await self._cartoonize(data, options, style)
             except ApiError as error:
                 metrics.record_error(error.status, error.code)
                 return {"index": index, "filename": filename, "status": error.status, **error.body()}

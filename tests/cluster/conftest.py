@@ -10,7 +10,6 @@ configs/gpu.yaml, scaled down to fit, deployed the way ``serve run`` deploys it.
 import asyncio
 import copy
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +22,7 @@ import ray
 import yaml
 from ray import serve
 from ray.cluster_utils import Cluster
-from ray.serve._private import api as serve_private_api
-from ray.serve.schema import DeploymentStatusOverview, ServeDeploySchema
+from ray.serve.schema import DeploymentStatusOverview
 
 from tests import photos
 
@@ -46,12 +44,6 @@ HEAD_SYSTEM_CONFIG = {
     "health_check_failure_threshold": 5,
     "metrics_report_interval_ms": 1000,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -113,15 +105,6 @@ def gpu_node_config(port: int, deployments: dict[str, dict]) -> dict:
         deployment.setdefault("ray_actor_options", {}).update(actor_options)
         deployment.update(overrides)
     return config
-
-
-def deploy(config: dict) -> None:
-    """Hands the config to the Serve controller, as ``serve run`` / ``serve deploy`` do."""
-    schema = ServeDeploySchema(**config)
-    client = serve_private_api.serve_start(
-        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
-    )
-    client.deploy_apps(schema)
 
 
 def deployment_status(name: str) -> DeploymentStatusOverview:

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from serve_app import metrics
+from serve_app.local import deploy_config, free_port
 from tests import photos
 from tests.cluster.conftest import (
     Load,
-    deploy,
     deployment_status,
-    free_port,
     gpu_node_config,
     portrait_jpeg,
     running,
@@ -65,7 +64,7 @@ def url(tmp_path_factory):
             },
         })
         config["applications"][0]["args"].update(process_side=64, tile=0)
-        deploy(config)
+        deploy_config(config)
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(url)
         yield url

@@ -5,10 +5,9 @@ import pytest
 import ray
 from ray.util.state import list_actors
 
+from serve_app.local import deploy_config, free_port
 from tests.cluster.conftest import (
-    deploy,
     deployment_status,
-    free_port,
     gpu_node_config,
     portrait_jpeg,
     running,
@@ -53,7 +52,7 @@ def cartoonizer_nodes() -> dict[str, str]:
 def test_a_full_gpu_of_quarter_replicas_all_land_on_the_gpu_node(two_nodes):
     gpu_node, port = two_nodes
     per_gpu = round(1 / cartoonizer_gpus())
-    deploy(config(port, per_gpu))
+    deploy_config(config(port, per_gpu))
     wait_until_serving(f"http://127.0.0.1:{port}")
     wait_for(lambda: running("Cartoonizer") == per_gpu, f"{per_gpu} Cartoonizers running")
 
@@ -66,12 +65,12 @@ def test_one_replica_over_the_gpu_stays_pending_and_the_status_says_why(two_node
     _, port = two_nodes
     per_gpu = round(1 / cartoonizer_gpus())
     url = f"http://127.0.0.1:{port}"
-    deploy(config(port, per_gpu))
+    deploy_config(config(port, per_gpu))
     wait_for(lambda: running("Cartoonizer") == per_gpu, f"{per_gpu} Cartoonizers running")
     placed = cartoonizer_nodes()
 
     # One Cartoonizer more than the GPU holds, and a second FaceAligner.
-    deploy(config(port, per_gpu + 1, aligners=2))
+    deploy_config(config(port, per_gpu + 1, aligners=2))
     wait_for(
         lambda: "Resources required for each replica" in deployment_status("Cartoonizer").message,
         "the Cartoonizer's status explains its pending replica",

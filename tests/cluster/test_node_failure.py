@@ -6,11 +6,10 @@ import httpx
 import pytest
 from ray.util.state import list_actors
 
+from serve_app.local import deploy_config, free_port
 from tests.cluster.conftest import (
     Load,
-    deploy,
     deployment_status,
-    free_port,
     gpu_node_config,
     portrait_jpeg,
     running,
@@ -52,7 +51,7 @@ def three_nodes(tmp_path_factory):
             },
         })
         config["applications"][0]["args"]["request_timeout_s"] = REQUEST_TIMEOUT_S
-        deploy(config)
+        deploy_config(config)
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(url)
         wait_for(lambda: running("Cartoonizer") == 2, "2 Cartoonizers running")

@@ -1,13 +1,12 @@
-"""One Ray instance and one Serve deployment of serve_config.yaml for the whole session.
+"""One Ray instance and one Serve deployment of serve_config.yaml for all integration tests.
 
-The config is deployed the way ``serve run serve_config.yaml`` deploys it (the
-controller's ``deploy_apps``), with two extra copies of the app under other route
+The config is deployed the way ``serve run serve_config.yaml`` deploys it
+(``serve_app.local.deploy_config``), with two extra copies of the app under other route
 prefixes whose only overrides are the limits that the 503 and 504 tests need.
 """
 
 import copy
 import logging
-import socket
 import time
 from pathlib import Path
 
@@ -16,19 +15,13 @@ import pytest
 import ray
 import yaml
 from ray import serve
-from ray.serve._private import api as serve_private_api
-from ray.serve.schema import ServeDeploySchema
+
+from serve_app.local import deploy_config, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Logical CPUs for the session: the main app's replicas need 2 at most, each extra
 # app 1.5; the 2-core CI machine runs them all, only more slowly.
 RAY_CPUS = 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def load_config() -> dict:
@@ -51,7 +44,9 @@ def serve_config() -> dict:
     return load_config()
 
 
-@pytest.fixture(scope="session")
+# Package scope: one Ray for all integration tests, shut down before tests/cluster
+# starts clusters of its own, whichever order the two run in.
+@pytest.fixture(scope="package")
 def base_url(serve_config, tmp_path_factory):
     config = copy.deepcopy(serve_config)
     port = free_port()
@@ -71,12 +66,7 @@ def base_url(serve_config, tmp_path_factory):
         logging_level=logging.WARNING,
         _temp_dir=str(logs),
     )
-    schema = ServeDeploySchema(**config)
-    # What `serve run serve_config.yaml` does: start Serve, hand the config to the controller.
-    client = serve_private_api.serve_start(
-        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
-    )
-    client.deploy_apps(schema)
+    deploy_config(config)
     url = f"http://127.0.0.1:{port}"
     wait_until_ready(url, [a["route_prefix"] for a in config["applications"]])
     yield url
@@ -99,7 +89,7 @@ def wait_until_ready(url: str, prefixes: list[str], timeout_s: float = 300.0) ->
         raise RuntimeError(f"apps not ready after {timeout_s} s: {sorted(pending)}; status: {serve.status()}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(base_url):
     with httpx.Client(base_url=base_url, timeout=120) as session:
         yield session

@@ -10,7 +10,7 @@ from cartoon.align import (
     similarity_transform,
     warp_crop,
 )
-from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
+from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5
 from tests import photos
 
 
