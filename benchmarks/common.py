@@ -222,7 +222,7 @@ def cartoonizer_threads(config: dict) -> int:
 
 def pipeline_settings(config: dict):
     """The PipelineSettings the served app of ``config`` runs with."""
-    from serve_app.settings import AppArgs
+    from deployments.settings import AppArgs
 
     return AppArgs(**app_args(config)).pipeline_settings()
 

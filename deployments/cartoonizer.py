@@ -13,8 +13,8 @@ from ray import serve
 
 from cartoon.pipeline import Job
 from cartoon.styles import StyleRegistry, Stylizer, resolve_device
-from serve_app import metrics
-from serve_app.settings import AppArgs, BatchingConfig
+from deployments import metrics
+from deployments.settings import AppArgs, BatchingConfig
 
 @dataclass(frozen=True)
 class _BatchRecord:

@@ -3,8 +3,8 @@
 from ray import serve
 
 from cartoon.pipeline import Job, Options, Preparer
-from serve_app import metrics
-from serve_app.settings import AppArgs
+from deployments import metrics
+from deployments.settings import AppArgs
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)

@@ -3,7 +3,7 @@
 from ray import serve
 
 from cartoon.pipeline import Composer, Job, Result
-from serve_app import metrics
+from deployments import metrics
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)

@@ -6,7 +6,7 @@ from deployments.cartoonizer import Cartoonizer
 from deployments.face_aligner import FaceAligner
 from deployments.postprocessor import Postprocessor
 from serve_app.ingress import Ingress
-from serve_app.settings import AppArgs
+from deployments.settings import AppArgs
 
 
 def build_app(args: AppArgs) -> Application:

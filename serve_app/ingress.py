@@ -17,9 +17,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from cartoon import images
 from cartoon.pipeline import Options, Result
 from cartoon.styles import StyleRegistry
-from serve_app import metrics
+from deployments import metrics
 from serve_app.errors import ApiError, to_api_error
-from serve_app.settings import AppArgs
+from deployments.settings import AppArgs
 
 _logger = logging.getLogger(__name__)
 

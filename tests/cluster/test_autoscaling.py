@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_app import metrics
+from deployments import metrics
 from serve_app.local import deploy_config, free_port
 from tests import photos
 from tests.cluster.conftest import (

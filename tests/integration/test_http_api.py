@@ -10,7 +10,7 @@ import pytest
 from cartoon import images
 from cartoon.pipeline import Options, Pipeline
 from cartoon.styles import StyleRegistry
-from serve_app.settings import AppArgs
+from deployments.settings import AppArgs
 from tests import photos
 from tests.unit.test_images import png_header
 

@@ -8,7 +8,7 @@ import yaml
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import DeploymentSchema, ServeDeploySchema
 
-from serve_app.settings import AppArgs, BatchingConfig
+from deployments.settings import AppArgs, BatchingConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted([*ROOT.glob("*.yaml"), *(ROOT / "configs").glob("*.yaml")])

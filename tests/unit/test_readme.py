@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from serve_app.settings import AppArgs, BatchingConfig
+from deployments.settings import AppArgs, BatchingConfig
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
