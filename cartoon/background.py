@@ -6,8 +6,8 @@ halo of at least the UNet's receptive radius (``unet.receptive_radius``: 64 px a
 the default 4 residual blocks) and each output pixel is taken from a tile where it
 lies at least ``halo`` px from every cut edge, so the stitched result equals the
 whole-canvas result. Tiles at the canvas edge start at that edge, so they see the
-same zero padding as the whole canvas. The canvas is the image mirrored out to a
-multiple of the UNet's stride and to at least one tile.
+same zero padding as the whole canvas. The canvas is the image padded out (see
+``PADDINGS``) and to at least one tile.
 """
 
 import math
@@ -17,6 +17,12 @@ import cv2
 import numpy as np
 
 from cartoon.constants import UNET_STRIDE
+
+# How the canvas is padded below and right of the image. "mirror4": mirrored to a
+# multiple of the UNet's stride (our own styles). "white16": DCT-Net's padTo16x, white
+# (255) to a multiple of 16; when either side is not already a multiple of 16, both
+# sides grow to the next multiple strictly above (a side that was one gains 16 px).
+PADDINGS = ("mirror4", "white16")
 
 
 def shrink(rgb: np.ndarray, process_side: int) -> np.ndarray:
@@ -70,7 +76,24 @@ def _starts(length: int, tile: int, halo: int) -> list[int]:
     return starts
 
 
-def split(image: np.ndarray, tile: int = 0, halo: int = 64) -> tuple[np.ndarray, TilePlan]:
+def _pad(image: np.ndarray, padding: str, tile: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    if padding == "white16":
+        aligned = height % 16 == 0 and width % 16 == 0
+        padded_height, padded_width = (height, width) if aligned else ((height // 16 + 1) * 16, (width // 16 + 1) * 16)
+        mode, extra = "constant", {"constant_values": 255}
+    elif padding == "mirror4":
+        padded_height, padded_width = _round_up(height, UNET_STRIDE), _round_up(width, UNET_STRIDE)
+        mode, extra = "symmetric", {}
+    else:
+        raise ValueError(f"unknown padding {padding!r}; known: {', '.join(PADDINGS)}")
+    pad_height, pad_width = max(padded_height, tile) - height, max(padded_width, tile) - width
+    return np.pad(image, ((0, pad_height), (0, pad_width), (0, 0)), mode=mode, **extra)
+
+
+def split(
+    image: np.ndarray, tile: int = 0, halo: int = 64, padding: str = "mirror4"
+) -> tuple[np.ndarray, TilePlan]:
     """Cuts an image into uniform pieces.
 
     Args:
@@ -79,6 +102,7 @@ def split(image: np.ndarray, tile: int = 0, halo: int = 64) -> tuple[np.ndarray,
             the whole canvas (padded to a multiple of 4) a single piece.
         halo: overlap each side of a cut, a multiple of 4, at least the UNet's
             receptive radius for the stitched result to equal the whole.
+        padding: one of ``PADDINGS``.
 
     Returns:
         (N, T, T, 3) pieces, or (1, H', W', 3) when ``tile`` is 0, and the plan.
@@ -86,11 +110,8 @@ def split(image: np.ndarray, tile: int = 0, halo: int = 64) -> tuple[np.ndarray,
     height, width = image.shape[:2]
     if tile and (tile % UNET_STRIDE or halo % UNET_STRIDE or tile <= 2 * halo):
         raise ValueError(f"tile ({tile}) and halo ({halo}) must be multiples of 4, tile > 2 * halo")
-    canvas_height = max(_round_up(height, UNET_STRIDE), tile)
-    canvas_width = max(_round_up(width, UNET_STRIDE), tile)
-    canvas = np.pad(
-        image, ((0, canvas_height - height), (0, canvas_width - width), (0, 0)), mode="symmetric"
-    )
+    canvas = _pad(image, padding, tile)
+    canvas_height, canvas_width = canvas.shape[:2]
     if tile == 0:
         plan = TilePlan(height, width, canvas_height, canvas_width, 0, halo, ((0, 0),))
         return canvas[None], plan

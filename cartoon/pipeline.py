@@ -75,6 +75,8 @@ class Job:
         batch_sizes: size of each UNet batch this job's pieces rode in.
         handed_over_at: wall-clock time the last stage finished, so the next stage
             can tell how long the job waited in queues and in transfer.
+        paste_mask: (288, 288) uint8 the style's own paste-back mask (set with the
+            stylized pieces), or None for the default ellipse.
     """
 
     height: int
@@ -90,6 +92,7 @@ class Job:
     timings: dict[str, float] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
     handed_over_at: float = 0.0
+    paste_mask: np.ndarray | None = None
 
     def record_wait(self, stage: str) -> None:
         """Notes how long the job took to reach ``stage`` since it was handed over."""
@@ -123,8 +126,11 @@ def timed(timings: dict[str, float], name: str):
 class Preparer:
     """Decode, detect, align, and cut the background: everything before the UNet."""
 
-    def __init__(self, settings: PipelineSettings = PipelineSettings()):
+    def __init__(self, settings: PipelineSettings = PipelineSettings(), registry: StyleRegistry | None = None):
         self.settings = settings
+        # Styles may pad the background their own way (DCT-Net's padTo16x); without a
+        # registry every style is padded the native way.
+        self.registry = registry
         self.detector = FaceDetector(settings.detector)
         five = settings.detector.landmark_points == 5
         self.reference = REFERENCE_POINTS_5 if five else REFERENCE_POINTS_68
@@ -156,8 +162,9 @@ class Preparer:
             heads = np.array([warp_crop(rgb, matrix) for matrix in matrices], dtype=np.uint8)
             heads = heads.reshape(-1, CROP_SIZE, CROP_SIZE, 3)
         with timed(timings, "background"):
+            padding = self.registry.get(options.style).background_padding if self.registry else "mirror4"
             pieces, plan = split(
-                shrink(rgb, self.settings.process_side), self.settings.tile, self.settings.halo
+                shrink(rgb, self.settings.process_side), self.settings.tile, self.settings.halo, padding
             )
             original = resize_to(rgb, height, width) if options.strength < 1.0 else None
             if alpha is not None:
@@ -200,7 +207,7 @@ def stylize_job(job: Job, stylizer: Stylizer) -> Job:
     # No hand-over in one process: nothing waits between stages.
     return replace(
         job, heads=heads, background=background, timings=timings, batch_sizes=batch_sizes,
-        handed_over_at=0.0,
+        handed_over_at=0.0, paste_mask=stylizer.paste_mask,
     )
 
 
@@ -219,6 +226,7 @@ class Composer:
                 job.width,
                 job.options.strength,
                 job.original,
+                None if job.paste_mask is None else job.paste_mask.astype(np.float32) / 255.0,
             )
         with timed(timings, "encode"):
             data = images.encode(picture, job.options.format, job.options.quality, job.alpha)
@@ -239,7 +247,7 @@ class Pipeline:
     def __init__(self, registry: StyleRegistry, settings: PipelineSettings = PipelineSettings()):
         self.registry = registry
         self.settings = settings
-        self.preparer = Preparer(settings)
+        self.preparer = Preparer(settings, registry)
         self.composer = Composer()
         self._stylizers: dict[str, Stylizer] = {}
 

@@ -4,11 +4,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from cartoon.background import PADDINGS
+from cartoon.constants import CROP_SIZE
 from cartoon.errors import WeightsError
-from cartoon.unet import UNetGenerator, config_from_weights, load_generator
+from cartoon.unet import MODES, UNetGenerator, config_from_weights, load_generator, to_uint8
 
 DEFAULT_STYLES_DIR = Path(__file__).parent / "styles"
 REGISTRY_FILE = "registry.json"
@@ -24,6 +27,12 @@ class Style:
         head: weights for aligned 288x288 head crops.
         background: weights for the whole picture (may be the same file as ``head``).
         width: the UNet width both files must have.
+        source: where the weights come from (a model id or "trained here").
+        licence: the weights' licence as their source states it.
+        mode: the generator mode both files must declare ("native" or "tf1").
+        background_padding: how the background is padded before the UNet
+            (``cartoon.background.PADDINGS``).
+        mask: a (288, 288) grayscale paste-back mask image; the feathered ellipse if None.
     """
 
     name: str
@@ -31,9 +40,42 @@ class Style:
     head: Path
     background: Path
     width: int
+    source: str = ""
+    licence: str = ""
+    mode: str = "native"
+    background_padding: str = "mirror4"
+    mask: Path | None = None
 
     def public(self) -> dict:
-        return {"name": self.name, "description": self.description, "width": self.width}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "width": self.width,
+            "source": self.source,
+            "licence": self.licence,
+            "mode": self.mode,
+        }
+
+
+def _style(directory: Path, entry: dict) -> Style:
+    compat = entry.get("compat", {})
+    style = Style(
+        name=entry["name"],
+        description=entry.get("description", ""),
+        head=directory / entry["head"],
+        background=directory / entry["background"],
+        width=int(entry["width"]),
+        source=entry.get("source", ""),
+        licence=entry.get("licence", ""),
+        mode=compat.get("mode", "native"),
+        background_padding=compat.get("background_padding", "mirror4"),
+        mask=directory / compat["mask"] if compat.get("mask") else None,
+    )
+    if style.mode not in MODES:
+        raise ValueError(f"style {style.name!r}: unknown mode {style.mode!r}")
+    if style.background_padding not in PADDINGS:
+        raise ValueError(f"style {style.name!r}: unknown background_padding {style.background_padding!r}")
+    return style
 
 
 class StyleRegistry:
@@ -49,20 +91,16 @@ class StyleRegistry:
 
     @classmethod
     def from_directory(cls, directory: str | Path = DEFAULT_STYLES_DIR) -> "StyleRegistry":
-        """Reads ``registry.json``: {"default": name, "styles": [{name, description, head, background, width}]}."""
+        """Reads ``registry.json``.
+
+        Its form: {"default": name, "styles": [{name, description, head, background,
+        width, source, licence, compat: {mode, background_padding, mask, ...}}]};
+        source, licence and compat are optional (a style trained here).
+        """
         path = Path(directory) / REGISTRY_FILE
         try:
             document = json.loads(path.read_text())
-            styles = [
-                Style(
-                    name=entry["name"],
-                    description=entry.get("description", ""),
-                    head=Path(directory) / entry["head"],
-                    background=Path(directory) / entry["background"],
-                    width=int(entry["width"]),
-                )
-                for entry in document["styles"]
-            ]
+            styles = [_style(Path(directory), entry) for entry in document["styles"]]
             default = document.get("default", styles[0].name if styles else "")
         except FileNotFoundError as exc:
             raise WeightsError(f"style registry {path} does not exist") from exc
@@ -74,8 +112,11 @@ class StyleRegistry:
     def single_file(cls, path: str | Path, name: str = "custom") -> "StyleRegistry":
         """A registry of one style whose head and background share one weights file."""
         path = Path(path)
-        width = config_from_weights(path).width
-        return cls([Style(name, f"weights from {path.name}", path, path, width)], name)
+        config = config_from_weights(path)
+        padding = "white16" if config.mode == "tf1" else "mirror4"
+        style = Style(name, f"weights from {path.name}", path, path, config.width, mode=config.mode,
+                      background_padding=padding)
+        return cls([style], name)
 
     def names(self) -> list[str]:
         return sorted(self.styles)
@@ -108,7 +149,9 @@ class Stylizer:
         background: UNetGenerator,
         device: str | torch.device = "auto",
         channels_last: bool | None = None,
+        paste_mask: np.ndarray | None = None,
     ):
+        self.paste_mask = paste_mask
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
@@ -120,7 +163,7 @@ class Stylizer:
 
     @classmethod
     def from_style(cls, style: Style, device: str | torch.device = "auto") -> "Stylizer":
-        """Loads a registry entry's weights, checking both files against its width."""
+        """Loads a registry entry's weights, checking both files against its width and mode."""
         generators = {}
         for kind, path in (("head", style.head), ("background", style.background)):
             generator = load_generator(path)
@@ -129,8 +172,13 @@ class Stylizer:
                     f"weights file {path} has width {generator.config.width}, "
                     f"style {style.name!r} declares {style.width}"
                 )
+            if generator.config.mode != style.mode:
+                raise WeightsError(
+                    f"weights file {path} is in mode {generator.config.mode!r}, "
+                    f"style {style.name!r} declares {style.mode!r}"
+                )
             generators[kind] = generator
-        return cls(generators["head"], generators["background"], device)
+        return cls(generators["head"], generators["background"], device, paste_mask=load_mask(style))
 
     @torch.inference_mode()
     def run(self, pieces: np.ndarray, kind: str) -> np.ndarray:
@@ -147,6 +195,16 @@ class Stylizer:
         batch = batch.permute(0, 3, 1, 2).to(self.dtype).div_(127.5).sub_(1.0)  # (B, 3, H, W)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        out = self.models[kind](batch)  # (B, 3, H, W) in [-1, 1], fp32
-        out = out.add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+        model = self.models[kind]
+        out = to_uint8(model(batch), model.config.mode)  # (B, 3, H, W)
         return out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def load_mask(style: Style) -> np.ndarray | None:
+    """A style's (288, 288) uint8 paste-back mask, or None for the default ellipse."""
+    if style.mask is None:
+        return None
+    mask = cv2.imread(str(style.mask), cv2.IMREAD_GRAYSCALE)
+    if mask is None or mask.shape != (CROP_SIZE, CROP_SIZE):
+        raise WeightsError(f"style {style.name!r}: mask {style.mask} is not a {CROP_SIZE}x{CROP_SIZE} grayscale image")
+    return mask

@@ -1,15 +1,27 @@
-"""The DCT-Net / White-box-Cartoonization UNet generator and its guided filter."""
+"""The DCT-Net / White-box-Cartoonization UNet generator and its guided filter.
 
-from dataclasses import asdict, dataclass
+Two modes share one layer list. ``native`` is this project's own (symmetric padding,
+half-pixel bilinear upsampling, RGB, rounding to uint8): the styles trained here.
+``tf1`` reproduces the official DCT-Net TensorFlow 1 graph (``cartoon.dctnet`` imports
+it): TF SAME padding on the stride-2 convolutions (0 before, 1 after on even sizes),
+TF1 ``resize_bilinear`` without half-pixel centres, BGR channel order, output clipped to
++-0.999999 and truncated to uint8. A weights file names its mode in its metadata.
+"""
+
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from cartoon.errors import WeightsError
+
+MODES = ("native", "tf1")
+# The official exporter clips to this before scaling, so 255 is never produced.
+TF1_CLIP = 0.999999
 
 
 @dataclass(frozen=True)
@@ -18,6 +30,11 @@ class UNetConfig:
     res_blocks: int = 4  # residual blocks at 1/4 resolution
     filter_radius: int = 1  # guided filter box radius
     filter_eps: float = 5e-3  # guided filter regulariser (inputs in [-1, 1])
+    mode: str = "native"  # "native" (trained here) or "tf1" (the official DCT-Net graph)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown generator mode {self.mode!r}; known: {', '.join(MODES)}")
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -50,6 +67,31 @@ def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
 
 
+def tf_same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Zero-pads like TensorFlow's SAME: the odd pixel of the total goes after, not before."""
+    pads = []
+    for size in (x.shape[-1], x.shape[-2]):  # F.pad lists the last dimension first
+        total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)
+
+
+def tf1_upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """TF1 ``resize_bilinear`` to twice the size, align_corners=False, half_pixel_centers=False.
+
+    Output pixel i samples input position i / 2: even pixels copy the input, odd ones
+    average two neighbours, the last one repeats the edge. Same formula as TF's kernel
+    (top + (bottom - top) * 0.5), so the float results match.
+    """
+
+    def along(t: torch.Tensor, dim: int) -> torch.Tensor:
+        following = torch.cat([t.narrow(dim, 1, t.shape[dim] - 1), t.narrow(dim, t.shape[dim] - 1, 1)], dim)
+        between = t + (following - t) * 0.5
+        return torch.stack([t, between], dim + 1).flatten(dim, dim + 1)
+
+    return along(along(x, 3), 2)
+
+
 class ResBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
@@ -66,11 +108,12 @@ class UNetGenerator(nn.Module):
     def __init__(self, config: UNetConfig = UNetConfig()):
         super().__init__()
         self.config = config
+        self.tf1 = config.mode == "tf1"
         c = config.width
         self.stem = _conv(3, c, 7)
-        self.down1 = _conv(c, c, 3, stride=2)
+        self.down1 = self._down(c, c)
         self.widen1 = _conv(c, 2 * c, 3)
-        self.down2 = _conv(2 * c, 2 * c, 3, stride=2)
+        self.down2 = self._down(2 * c, 2 * c)
         self.widen2 = _conv(2 * c, 4 * c, 3)
         self.blocks = nn.Sequential(*(ResBlock(4 * c) for _ in range(config.res_blocks)))
         self.narrow2 = _conv(4 * c, 2 * c, 3)
@@ -79,23 +122,48 @@ class UNetGenerator(nn.Module):
         self.up1 = _conv(c, c, 3)
         self.head = _conv(c, 3, 7)
 
+    def _down(self, cin: int, cout: int) -> nn.Conv2d:
+        # In tf1 mode the padding depends on the input size, so forward applies it.
+        return nn.Conv2d(cin, cout, 3, stride=2, padding=0) if self.tf1 else _conv(cin, cout, 3, stride=2)
+
+    def _downsample(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        return conv(tf_same_pad(x, 3, 2)) if self.tf1 else conv(x)
+
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tf1:
+            return tf1_upsample2x(x)
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [-1, 1] to the same; in tf1 mode the layers see BGR."""
+        if self.tf1:
+            x = x.flip(1)
         act = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
         x0 = act(self.stem(x))  # (B, C, H, W)
-        x1 = act(self.widen1(act(self.down1(x0))))  # (B, 2C, H/2, W/2)
-        x2 = act(self.widen2(act(self.down2(x1))))  # (B, 4C, H/4, W/4)
+        x1 = act(self.widen1(act(self._downsample(self.down1, x0))))  # (B, 2C, H/2, W/2)
+        x2 = act(self.widen2(act(self._downsample(self.down2, x1))))  # (B, 4C, H/4, W/4)
         x2 = act(self.narrow2(self.blocks(x2)))  # (B, 2C, H/4, W/4)
-        x3 = F.interpolate(x2, scale_factor=2, mode="bilinear", align_corners=False)
-        x3 = act(self.up2b(act(self.up2a(x3 + x1))))  # (B, C, H/2, W/2)
-        x4 = F.interpolate(x3, scale_factor=2, mode="bilinear", align_corners=False)
-        raw = self.head(act(self.up1(x4 + x0)))  # (B, 3, H, W)
+        x3 = act(self.up2b(act(self.up2a(self._upsample(x2) + x1))))  # (B, C, H/2, W/2)
+        raw = self.head(act(self.up1(self._upsample(x3) + x0)))  # (B, 3, H, W)
         # The filter runs in fp32 (its variance terms lose too much in half precision)
         # and in NCHW: its box means run 1.6x slower on channels_last tensors.
         out = guided_filter(
             x.float().contiguous(), raw.float().contiguous(),
             self.config.filter_radius, self.config.filter_eps,
         )
-        return out.clamp(-1.0, 1.0)
+        out = out.clamp(-1.0, 1.0)
+        return out.flip(1) if self.tf1 else out
+
+
+def to_uint8(out: torch.Tensor, mode: str) -> torch.Tensor:
+    """Generator output in [-1, 1] to 0..255 the way the mode's exporter does.
+
+    native rounds; tf1 clips to +-0.999999 and truncates, as the official graph's
+    ``Cast`` to uint8 does (so it never yields 255).
+    """
+    if mode == "tf1":
+        return out.clamp_(-TF1_CLIP, TF1_CLIP).add_(1.0).mul_(127.5).to(torch.uint8)
+    return out.add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def receptive_radius(config: UNetConfig) -> int:
@@ -131,36 +199,55 @@ def random_generator(config: UNetConfig = UNetConfig(), seed: int = 0) -> UNetGe
     return model.eval()
 
 
-def save_weights(model: UNetGenerator, path: str | Path) -> None:
-    """Writes the weights as safetensors, with the config as metadata."""
-    metadata = {key: str(value) for key, value in asdict(model.config).items()}
+def save_weights(model: UNetGenerator, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
+    """Writes the weights as safetensors, with the config (and ``extra_metadata``) as metadata."""
+    metadata = {**(extra_metadata or {}), **{key: str(value) for key, value in asdict(model.config).items()}}
     state = {key: value.contiguous() for key, value in model.state_dict().items()}
     save_file(state, str(path), metadata=metadata)
     # safetensors creates the file owner-only; weights ship as package data for everyone.
     Path(path).chmod(0o644)
 
 
-def _read(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Reads a safetensors file once: its tensors and its metadata."""
+    path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"weights file {path} is not a readable safetensors file: {exc}") from exc
 
 
-def config_from_weights(path: str | Path, base: UNetConfig = UNetConfig()) -> UNetConfig:
-    """Reads the width and block count a weights file was saved with."""
-    state = _read(Path(path))
+def _config(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str], base: UNetConfig) -> UNetConfig:
+    """The architecture from the tensors, the filter and mode from the metadata.
+
+    Files written before a field existed lack it; ``base`` supplies those.
+    """
     if "stem.weight" not in state:
         raise WeightsError(f"weights file {path} has no key 'stem.weight'")
     blocks = {key.split(".")[1] for key in state if key.startswith("blocks.")}
-    return UNetConfig(
-        width=state["stem.weight"].shape[0],
-        res_blocks=len(blocks),
-        filter_radius=base.filter_radius,
-        filter_eps=base.filter_eps,
-    )
+    values = {}
+    for field in fields(UNetConfig):
+        if field.name in ("width", "res_blocks") or field.name not in metadata:
+            continue
+        try:
+            values[field.name] = type(getattr(base, field.name))(metadata[field.name])
+        except ValueError as exc:
+            raise WeightsError(f"weights file {path}: metadata {field.name}={metadata[field.name]!r} is invalid") from exc
+    try:
+        return UNetConfig(
+            **{**asdict(base), **values, "width": state["stem.weight"].shape[0], "res_blocks": len(blocks)}
+        )
+    except ValueError as exc:
+        raise WeightsError(f"weights file {path}: {exc}") from exc
+
+
+def config_from_weights(path: str | Path, base: UNetConfig = UNetConfig()) -> UNetConfig:
+    """Reads the config a weights file was saved with (``base`` fills what it lacks)."""
+    state, metadata = read_weights(path)
+    return _config(Path(path), state, metadata, base)
 
 
 def load_generator(path: str | Path, config: UNetConfig | None = None) -> UNetGenerator:
@@ -168,7 +255,8 @@ def load_generator(path: str | Path, config: UNetConfig | None = None) -> UNetGe
 
     Args:
         path: the .safetensors file.
-        config: the expected architecture; read from the file when None.
+        config: the expected architecture; read from the file (tensors and metadata,
+            one read) when None.
 
     Returns:
         The generator in eval mode on the CPU.
@@ -178,9 +266,9 @@ def load_generator(path: str | Path, config: UNetConfig | None = None) -> UNetGe
             mis-shaped key.
     """
     path = Path(path)
-    config = config or config_from_weights(path)
+    state, metadata = read_weights(path)
+    config = config or _config(path, state, metadata, UNetConfig())
     model = UNetGenerator(config)
-    state = _read(path)
     expected = model.state_dict()
     for key, tensor in expected.items():
         if key not in state:

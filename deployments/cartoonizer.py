@@ -84,6 +84,7 @@ class Cartoonizer:
         """Returns the job with its head crops and background pieces stylized."""
         job.record_wait("cartoonizer")
         start = time.perf_counter()
+        stylizer = await self._load_style(serve.get_multiplexed_model_id() or self.registry.default)
         pieces = [("head", crop) for crop in job.heads] + [("background", piece) for piece in job.background]
         outputs = await asyncio.gather(*(self._stylize_pieces(piece) for piece in pieces))
         batches = {record.batch_id: record for _, record in outputs}
@@ -99,6 +100,7 @@ class Cartoonizer:
             timings=timings,
             batch_sizes=job.batch_sizes + [record.size for record in batches.values()],
             handed_over_at=time.time(),
+            paste_mask=stylizer.paste_mask,
         )
 
     async def styles_loaded(self) -> bool:

@@ -3,6 +3,7 @@
 from ray import serve
 
 from cartoon.pipeline import Job, Options, Preparer
+from cartoon.styles import StyleRegistry
 from deployments import metrics
 from deployments.settings import AppArgs
 
@@ -10,7 +11,7 @@ from deployments.settings import AppArgs
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
 class FaceAligner:
     def __init__(self, args: AppArgs):
-        self.preparer = Preparer(args.pipeline_settings())
+        self.preparer = Preparer(args.pipeline_settings(), StyleRegistry.from_directory(args.styles_dir))
 
     def prepare(self, data: bytes, options: Options) -> Job:
         """Raises the typed ``cartoon.errors`` for bad images; the ingress maps them to 4xx."""
