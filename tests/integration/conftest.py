@@ -1,12 +1,15 @@
 """One Ray instance and one Serve deployment of serve_config.yaml for all integration tests.
 
 The config is deployed the way ``serve run serve_config.yaml`` deploys it
-(``serve_app.local.deploy_config``), with two extra copies of the app under other route
-prefixes whose only overrides are the limits that the 503 and 504 tests need.
+(``serve_app.local.deploy_config``), with extra copies of the app under other route
+prefixes whose only overrides are the limits that the 503 and 504 tests need, and a
+``styles_dir`` holding the default styles plus a DCT-Net fixture converted by
+``python -m cartoon.dctnet``.
 """
 
 import copy
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -16,12 +19,16 @@ import ray
 import yaml
 from ray import serve
 
+from cartoon.dctnet import convert
+from cartoon.styles import DEFAULT_STYLES_DIR
 from serve_app.local import deploy_config, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Logical CPUs for the session: the main app's replicas need 2 at most, each extra
 # app 1.5; the 2-core CI machine runs them all, only more slowly.
-RAY_CPUS = 5
+RAY_CPUS = 7
+DCTNET_FIXTURE = ROOT / "tests" / "fixtures" / "dctnet" / "addv2"
+DCTNET_STYLE = "dctnet-fixture"
 
 
 def load_config() -> dict:
@@ -47,7 +54,16 @@ def serve_config() -> dict:
 # Package scope: one Ray for all integration tests, shut down before tests/cluster
 # starts clusters of its own, whichever order the two run in.
 @pytest.fixture(scope="package")
-def base_url(serve_config, tmp_path_factory):
+def dctnet_styles_dir(tmp_path_factory) -> Path:
+    """The default styles plus the DCT-Net fixture, converted as a user would."""
+    directory = tmp_path_factory.mktemp("dctnet_styles")
+    shutil.copytree(DEFAULT_STYLES_DIR, directory, dirs_exist_ok=True)
+    convert(DCTNET_FIXTURE, DCTNET_STYLE, directory, licence="Apache License 2.0", source="tools/dctnet_fixture.py")
+    return directory
+
+
+@pytest.fixture(scope="package")
+def base_url(serve_config, tmp_path_factory, dctnet_styles_dir):
     config = copy.deepcopy(serve_config)
     port = free_port()
     config["http_options"]["port"] = port
@@ -57,6 +73,8 @@ def base_url(serve_config, tmp_path_factory):
         variant(app, "overloaded", {}, {"FaceAligner": {"max_ongoing_requests": 1, "max_queued_requests": 1}}),
         # A deadline no real photo can meet: 504.
         variant(app, "deadline", {"request_timeout_s": 0.5}, {}),
+        # A converted DCT-Net style served next to the default ones.
+        variant(app, "dctnet", {"styles_dir": str(dctnet_styles_dir)}, {}),
     ]
     logs = tmp_path_factory.mktemp("ray")
     ray.init(

@@ -1,0 +1,33 @@
+"""A DCT-Net style converted with ``python -m cartoon.dctnet``, served over real HTTP."""
+
+import numpy as np
+
+from cartoon import images
+from cartoon.pipeline import Options, Pipeline
+from cartoon.styles import StyleRegistry
+from deployments.settings import AppArgs
+from tests import photos
+from tests.integration.conftest import DCTNET_STYLE
+
+
+def test_converted_style_is_listed_with_source_and_licence(client):
+    styles = {style["name"]: style for style in client.get("/dctnet/v1/styles").json()["styles"]}
+    assert {"toon", DCTNET_STYLE} <= set(styles)
+    assert styles[DCTNET_STYLE]["licence"] == "Apache License 2.0"
+    assert styles[DCTNET_STYLE]["source"] == "tools/dctnet_fixture.py"
+    assert styles[DCTNET_STYLE]["mode"] == "tf1" and styles["toon"]["mode"] == "native"
+
+
+def test_served_dctnet_style_equals_in_process_pipeline(client, serve_config, dctnet_styles_dir):
+    args = AppArgs(**{**serve_config["applications"][0]["args"], "styles_dir": str(dctnet_styles_dir)})
+    pipeline = Pipeline(StyleRegistry.from_directory(dctnet_styles_dir), args.pipeline_settings())
+    # Sides that are not multiples of 16, so the white padding to 16 is exercised.
+    picture = photos.encode(photos.astronaut()[:500, :460])
+    for style in (DCTNET_STYLE, "toon"):
+        response = client.post("/dctnet/v1/cartoonize", params={"style": style}, content=picture)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-faces"] == "1"
+        served = images.decode(response.content).rgb
+        local = images.decode(pipeline(picture, Options(style=style)).data).rgb
+        assert served.shape == local.shape == (500, 460, 3)
+        assert np.abs(served.astype(int) - local.astype(int)).max() <= 1
