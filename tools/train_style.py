@@ -535,6 +535,8 @@ def update_registry(out: Path, style: str, width: int) -> None:
             "head": f"{style}_head.safetensors",
             "background": f"{style}_background.safetensors",
             "width": width,
+            "source": "trained by this project: tools/train_style.py (docs/MODEL_CARD.md)",
+            "licence": "this project's own; no third-party weights or data",
         }
     )
     entries.sort(key=lambda entry: (entry["name"] != DEFAULT_STYLE, entry["name"]))
