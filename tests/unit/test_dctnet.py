@@ -294,7 +294,7 @@ def test_pipeline_pads_like_padto16x_and_pastes_with_the_styles_mask(tmp_path, a
     assert len(job.faces) == 1
     stylized = stylize_job(job, pipeline.stylizer("fixture"))
     mask = stylized.paste_mask.astype(np.float32) / 255.0
-    expected = compose(stylize_job(job, pipeline.stylizer("fixture")).background[0, :500, :460],
+    expected = compose(stylized.background[0, :500, :460],
                        stylized.heads, stylized.matrices, 500, 460, mask=mask)
     ours = Composer().compose(stylized)
     np.testing.assert_array_equal(images.decode(ours.data).rgb, expected)
