@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from cartoon import images, unet
-from cartoon.background import split
+from cartoon.background import split, stitch
 from cartoon.compose import compose
 from cartoon.dctnet import DctNetError, convert, main, read_graph
 from cartoon.graphdef import GraphDefError, parse_graphdef
@@ -300,3 +300,16 @@ def test_pipeline_pads_like_padto16x_and_pastes_with_the_styles_mask(tmp_path, a
     np.testing.assert_array_equal(images.decode(ours.data).rgb, expected)
     with_ellipse = images.decode(Composer().compose(replace(stylized, paste_mask=None)).data).rgb
     assert np.abs(with_ellipse.astype(int) - expected.astype(int)).max() > 0
+
+
+def test_tiles_stitch_to_the_whole_background_in_tf1_mode(converted):
+    """The GPU preset cuts the background into tiles; in tf1 mode they must stitch exactly."""
+    _, styles_dir = converted
+    stylizer = stylizer_for(styles_dir)
+    rgb = np.ascontiguousarray(read_rgb(FIXTURES / "inputs" / "even16.png").repeat(3, 0).repeat(4, 1)[:190, :300])
+    whole, whole_plan = split(rgb, padding="white16")
+    tiles, tile_plan = split(rgb, tile=160, halo=64, padding="white16")
+    assert len(tiles) > 1
+    np.testing.assert_array_equal(
+        stitch(stylizer.run(tiles, "background"), tile_plan), stitch(stylizer.run(whole, "background"), whole_plan)
+    )
