@@ -55,7 +55,7 @@ LAYERS = {
 WEIGHT_NAME = re.compile(r"^generator/(Conv(?:_\d+)?|block_(\d+)/conv[12])/(weights|biases)$")
 # Every op the official exporter's frozen graph holds; anything else is refused.
 KNOWN_OPS = {
-    "Placeholder", "Const", "Identity", "StridedSlice", "ExpandDims", "Squeeze", "Shape", "Pack", "Fill",
+    "Placeholder", "Const", "Identity", "StridedSlice", "Shape", "Pack", "Fill",
     "Conv2D", "BiasAdd", "LeakyRelu", "Add", "AddV2", "Sub", "Mul", "RealDiv", "ResizeBilinear",
     "DepthwiseConv2dNative", "ClipByValue", "Minimum", "Maximum", "Cast",
 }
@@ -110,7 +110,9 @@ class _Graph:
         """Whether one of ``node``'s inputs is the float constant ``value``."""
         for reference in node.inputs[:2]:
             constant = self.constant(reference)
-            if constant is not None and constant.size == 1 and abs(float(constant.reshape(-1)[0]) - value) <= TOLERANCE * max(1.0, abs(value)):
+            if constant is None or constant.size != 1:
+                continue
+            if abs(float(constant.reshape(-1)[0]) - value) <= TOLERANCE * max(1.0, abs(value)):
                 return True
         return False
 
@@ -229,7 +231,9 @@ def _check_convolutions(graph: _Graph, weights: dict[str, np.ndarray]) -> None:
         if node.attrs.get("padding") != b"SAME":
             raise graph.fail(f"Conv2D {node.name!r} has padding {node.attrs.get('padding')!r}, expected SAME")
         if list(node.attrs.get("strides", [])) != [1, stride, stride, 1]:
-            raise graph.fail(f"Conv2D {node.name!r} has strides {node.attrs.get('strides')}, expected [1, {stride}, {stride}, 1]")
+            raise graph.fail(
+                f"Conv2D {node.name!r} has strides {node.attrs.get('strides')}, expected [1, {stride}, {stride}, 1]"
+            )
         if node.attrs.get("data_format", b"NHWC") != b"NHWC":
             raise graph.fail(f"Conv2D {node.name!r} is not NHWC")
         if any(d != 1 for d in node.attrs.get("dilations", [1, 1, 1, 1])):
