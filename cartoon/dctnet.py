@@ -303,11 +303,15 @@ def read_graph(path: Path) -> ImportedGraph:
         raise DctNetError(f"{path}: cannot read ({exc})") from exc
     graph = _Graph(path, nodes)
     _check_ops(graph)
-    _check_io(graph)
-    weights, width, blocks = _weights(graph)
-    _check_convolutions(graph, weights)
-    _check_generator_ops(graph, blocks)
-    radius, eps = _guided_filter(graph)
+    try:
+        _check_io(graph)
+        weights, width, blocks = _weights(graph)
+        _check_convolutions(graph, weights)
+        _check_generator_ops(graph, blocks)
+        radius, eps = _guided_filter(graph)
+    except (IndexError, KeyError, TypeError, AttributeError) as exc:
+        # A node missing an input or holding an attribute of the wrong kind.
+        raise graph.fail(f"malformed graph: {exc!r}") from exc
     config = UNetConfig(width=width, res_blocks=blocks, filter_radius=radius, filter_eps=eps, mode="tf1")
     state = {}
     for key, value in weights.items():

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from safetensors.torch import save_file
 
-from cartoon import images, unet
+from cartoon import dctnet, images, unet
 from cartoon.background import split, stitch
 from cartoon.compose import compose
 from cartoon.dctnet import DctNetError, convert, main, read_graph
@@ -313,3 +313,11 @@ def test_tiles_stitch_to_the_whole_background_in_tf1_mode(converted):
     np.testing.assert_array_equal(
         stitch(stylizer.run(tiles, "background"), tile_plan), stitch(stylizer.run(whole, "background"), whole_plan)
     )
+
+
+def test_a_node_missing_its_inputs_is_one_clear_message(monkeypatch):
+    nodes = parse_graphdef(HEAD)
+    nodes["generator/Conv_3/Conv2D"].inputs = []
+    monkeypatch.setattr(dctnet, "parse_graphdef", lambda data: nodes)
+    with pytest.raises(DctNetError, match="cartoon_h.pb: malformed graph"):
+        read_graph(FIXTURES / "addv2" / "cartoon_h.pb")
