@@ -100,7 +100,12 @@ def paste_back(
     shifted = inverse.copy()
     shifted[:, 2] -= (x0, y0)
     roi = (x1 - x0, y1 - y0)
-    warped = cv2.warpAffine(crop.astype(np.float32), shifted, roi, flags=cv2.INTER_LINEAR)
+    # Premultiplied: the crop is warped already weighted by its mask. Warping the bare
+    # crop would interpolate its edge pixels with the zeros outside it, and wherever
+    # the mask is not yet 0 there that black shows as a dark line along the crop's edge.
+    premultiplied = crop.astype(np.float32) * mask[..., None]
+    warped = cv2.warpAffine(premultiplied, shifted, roi, flags=cv2.INTER_LINEAR)
     weight = cv2.warpAffine(mask, shifted, roi, flags=cv2.INTER_LINEAR)[..., None]
     region = canvas[y0:y1, x0:x1]
-    region += weight * (warped - region)
+    region *= 1.0 - weight
+    region += warped

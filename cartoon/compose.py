@@ -14,10 +14,17 @@ def output_size(height: int, width: int, max_side: int | None) -> tuple[int, int
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def scale_transform(matrix: np.ndarray, scale: float) -> np.ndarray:
-    """A crop transform for an image resized by ``scale`` (image -> crop stays the same)."""
+def scale_transform(matrix: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
+    """A crop transform for an image resized by ``scale_x`` and ``scale_y``.
+
+    The crop stays the same: a point (x, y) of the resized image is the point
+    (x / scale_x, y / scale_y) of the original, so each column of the matrix's linear
+    part is divided by its axis' scale. Sizes round separately per axis, so the two
+    scales differ slightly even when the aspect ratio is kept.
+    """
     scaled = matrix.astype(np.float64).copy()
-    scaled[:, :2] /= scale
+    scaled[:, 0] /= scale_x
+    scaled[:, 1] /= scale_y
     return scaled
 
 

@@ -36,9 +36,12 @@ REFERENCE_POINTS_5 = np.array(
 )
 
 # Feathered elliptical paste-back mask: semi-axes as fractions of the crop side
-# and the width of the soft edge as a fraction of the crop side.
-MASK_AXES = (0.40, 0.49)
-MASK_FEATHER = 0.15
+# and the width of the soft edge as a fraction of the crop side. The ramp must reach
+# 0 well inside the crop (here 7 px from the top and bottom edges): near its edges
+# the UNet sees zero padding and darkens, and a mask cut off by the crop's edge
+# leaves a straight seam along it.
+MASK_AXES = (0.37, 0.41)
+MASK_FEATHER = 0.12
 
 # Default downscaled long side for the HOG face detector: detection time grows with
 # pixel count while faces that matter stay well above dlib's 80 px minimum.

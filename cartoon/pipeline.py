@@ -154,7 +154,7 @@ class Preparer:
         with timed(timings, "detect"):
             faces = self.detector.detect(rgb)
         height, width = output_size(*rgb.shape[:2], options.max_side)
-        scale = height / rgb.shape[0]
+        scale_x, scale_y = width / rgb.shape[1], height / rgb.shape[0]
         with timed(timings, "align"):
             matrices = np.array(
                 [similarity_transform(face.points, self.reference) for face in faces]
@@ -182,7 +182,7 @@ class Preparer:
             width=width,
             options=options,
             faces=reported,
-            matrices=np.array([scale_transform(m, scale) for m in matrices]).reshape(-1, 2, 3),
+            matrices=np.array([scale_transform(m, scale_x, scale_y) for m in matrices]).reshape(-1, 2, 3),
             heads=heads,
             background=pieces,
             plan=plan,

@@ -1,68 +1,41 @@
-"""Renders input | teacher | student for each style on the held-out photos, and scores them.
+"""Renders the gallery: every evaluation photo beside every style, whole and head crop.
 
-For each style of a weights directory and each held-out photo (scikit-image's
-astronaut, matplotlib's Grace Hopper), the student and the teacher are applied the way
-the service applies them:
+For each evaluation photo (``tools.photos.EVALUATION``, never trained on) it writes two
+JPEG strips to the gallery directory, each "photo | style 1 | style 2 | ...":
 
-* head: the aligned 288x288 crop from ``cartoon.pipeline.Preparer``, through the head
-  model and through the head teacher;
-* whole picture: the picture shrunk so its short side is at most 720 px
-  (``cartoon.background.shrink``), through the background model and through the
-  background teacher.
+* ``<photo>_whole.jpg``: the complete served output of ``cartoon.pipeline.Pipeline``
+  (background plus pasted-back heads), so seams and colour casts show;
+* ``<photo>_head.jpg``: the aligned 288x288 crop of the largest face, cut from the
+  photo and from each served output with the same transform, so the pasted head is
+  seen as a user sees it, zoomed.
 
-It writes JPEG strips to the gallery directory (the whole-picture strip ends with a
-fourth panel, the complete served output of ``cartoon.pipeline.Pipeline``: background
-plus pasted-back head) and prints a markdown table of student-vs-teacher PSNR and SSIM.
+It also writes ``strip.jpg``, the README's strip: the head crops of the first four
+photos with a face, one row each. The figures (palette, flat regions, line coverage,
+student against teacher) come from ``python -m tools.cartoon_metrics``.
 
-Usage (from the repository root):
+Usage (from the repository root; needs the photo packages of ``tools.photos``):
     python -m tools.render_gallery --styles-dir cartoon/styles --out docs/gallery
 """
 
 import argparse
-import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from cartoon.background import shrink, split, stitch
+from cartoon import images
+from cartoon.align import warp_crop
 from cartoon.constants import CROP_SIZE
 from cartoon.pipeline import Options, Pipeline, PipelineSettings
-from cartoon.styles import StyleRegistry, Stylizer
+from cartoon.styles import StyleRegistry
 from cartoon.unet import load_generator
-from tools.teachers import teacher
-from tools.train_style import HELD_OUT, load_photo
+from tools import photos as packaged
 
 GALLERY_HEIGHT = 432  # px of each whole-picture panel: outlines must stay visible
+STRIP_ROWS = 4  # head-crop rows in the README strip
 JPEG_QUALITY = 85
-
-
-@dataclass(frozen=True)
-class Score:
-    """Student-vs-teacher agreement for one style, held-out photo and part."""
-
-    style: str
-    photo: str
-    part: str  # "head" or "whole"
-    psnr: float
-    ssim: float
-
-
-def score(student: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """PSNR (dB) and SSIM of a student picture against its teacher, both uint8 RGB."""
-    psnr = peak_signal_noise_ratio(reference, student, data_range=255)
-    ssim = structural_similarity(reference, student, channel_axis=2, data_range=255)
-    return float(psnr), float(ssim)
-
-
-def stylize_whole(stylizer: Stylizer, picture: np.ndarray) -> np.ndarray:
-    """Runs the background model on a whole picture (padded to the UNet's stride, cut back)."""
-    pieces, plan = split(picture)
-    return stitch(stylizer.run(pieces, "background"), plan)
 
 
 def strip(panels: list[np.ndarray], height: int) -> np.ndarray:
@@ -71,7 +44,7 @@ def strip(panels: list[np.ndarray], height: int) -> np.ndarray:
         cv2.resize(
             panel,
             (round(panel.shape[1] * height / panel.shape[0]), height),
-            interpolation=cv2.INTER_AREA,
+            interpolation=cv2.INTER_AREA if panel.shape[0] > height else cv2.INTER_LINEAR,
         )
         for panel in panels
     ]
@@ -83,49 +56,41 @@ def save_jpeg(rgb: np.ndarray, path: Path) -> None:
     Image.fromarray(rgb).save(path, format="JPEG", quality=JPEG_QUALITY, optimize=True)
 
 
-def render(styles_dir: Path, out: Path | None, device: str = "cpu") -> list[Score]:
-    """Scores every style of ``styles_dir`` on the held-out photos; writes strips to ``out``.
+def render(styles_dir: Path, out: Path, photo_ids: list[str], device: str = "cpu") -> list[Path]:
+    """Writes the gallery strips; returns the files written.
 
     Args:
         styles_dir: a weights directory with ``registry.json``.
-        out: the gallery directory, or None to only score.
+        out: the gallery directory.
+        photo_ids: ``tools.photos`` ids.
         device: where the students run.
-
-    Returns:
-        One score per style, photo and part.
     """
     registry = StyleRegistry.from_directory(styles_dir)
-    settings = PipelineSettings(device=device)
-    pipeline = Pipeline(registry, settings)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    scores = []
-    for photo_id in HELD_OUT:
-        photo = load_photo(photo_id)
+    pipeline = Pipeline(registry, PipelineSettings(device=device))
+    out.mkdir(parents=True, exist_ok=True)
+    written, head_strips = [], []
+    for photo_id in photo_ids:
+        photo = packaged.load(photo_id)
         name = Path(photo_id.split(":", 1)[1]).stem
-        heads = pipeline.preparer.prepare_array(photo, Options()).heads
-        if len(heads) != 1:
-            raise RuntimeError(f"expected one face in {photo_id}, found {len(heads)}")
-        head = heads[0]
-        whole = shrink(photo, settings.process_side)
-        for style in registry.names():
-            stylizer = pipeline.stylizer(style)
-            head_teacher = teacher(style, "head")(head)
-            head_student = stylizer.run(head[None], "head")[0]
-            whole_teacher = teacher(style, "background")(whole)
-            whole_student = stylize_whole(stylizer, whole)
-            scores.append(Score(style, name, "head", *score(head_student, head_teacher)))
-            scores.append(Score(style, name, "whole", *score(whole_student, whole_teacher)))
-            if out is not None:
-                served = pipeline(photo, Options(style=style))
-                served_rgb = np.asarray(Image.open(io.BytesIO(served.data)).convert("RGB"))
-                head_strip = strip([head, head_teacher, head_student], CROP_SIZE)
-                save_jpeg(head_strip, out / f"{style}_{name}_head.jpg")
-                save_jpeg(
-                    strip([whole, whole_teacher, whole_student, served_rgb], GALLERY_HEIGHT),
-                    out / f"{style}_{name}_whole.jpg",
-                )
-    return scores
+        served = [
+            images.decode(pipeline(photo, Options(style=style)).data).rgb
+            for style in registry.names()
+        ]
+        path = out / f"{name}_whole.jpg"
+        save_jpeg(strip([photo] + served, GALLERY_HEIGHT), path)
+        written.append(path)
+        matrices = pipeline.preparer.prepare_array(photo, Options()).matrices
+        if len(matrices):
+            heads = strip([warp_crop(p, matrices[0]) for p in [photo] + served], CROP_SIZE)
+            path = out / f"{name}_head.jpg"
+            save_jpeg(heads, path)
+            written.append(path)
+            head_strips.append(heads)
+    if head_strips:
+        path = out / "strip.jpg"
+        save_jpeg(np.concatenate(head_strips[:STRIP_ROWS], axis=0), path)
+        written.append(path)
+    return written
 
 
 def multiply_accumulates(model: torch.nn.Module, height: int, width: int) -> int:
@@ -150,29 +115,16 @@ def multiply_accumulates(model: torch.nn.Module, height: int, width: int) -> int
     return total
 
 
-def table(scores: list[Score]) -> str:
-    """A markdown table, one row per style, photo and part, plus per-style means."""
-    lines = ["| style | photo | part | PSNR (dB) | SSIM |", "|---|---|---|---:|---:|"]
-    for s in scores:
-        lines.append(f"| {s.style} | {s.photo} | {s.part} | {s.psnr:.2f} | {s.ssim:.3f} |")
-    for style in sorted({s.style for s in scores}):
-        for part in ("head", "whole"):
-            chosen = [s for s in scores if s.style == style and s.part == part]
-            psnr = np.mean([s.psnr for s in chosen])
-            ssim = np.mean([s.ssim for s in chosen])
-            lines.append(f"| {style} | mean | {part} | {psnr:.2f} | {ssim:.3f} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--styles-dir", type=Path, default=Path("cartoon/styles"))
     parser.add_argument("--out", type=Path, default=Path("docs/gallery"), help="gallery directory")
-    parser.add_argument("--no-images", action="store_true", help="only print the scores")
+    parser.add_argument("--photos", nargs="*", default=[p.id for p in packaged.EVALUATION])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(table(render(args.styles_dir, None if args.no_images else args.out)))
+    for path in render(args.styles_dir, args.out, args.photos):
+        print(path)
     registry = StyleRegistry.from_directory(args.styles_dir)
     for name in registry.names():
         model = load_generator(registry.get(name).head)

@@ -1,31 +1,34 @@
-"""Distils a classical cartoon renderer (tools/teachers.py) into a style's two UNets.
+"""Distils a classical cartoon renderer (tools/teachers.py) into a style's UNet.
 
-The head model learns the head teacher on aligned 288x288 face crops; the background
-model learns the background teacher on patches of whole pictures. Both start from
-``cartoon.unet.random_generator`` and train with Adam, a short warm-up and cosine
-decay, on L1 plus an L1 of image gradients (the outlines are where the error is).
+One model per style serves both passes: its teacher draws head crops and whole
+pictures alike, so the student learns from two pools, aligned 288x288 face crops and
+whole pictures at the background pass's scales, each batch drawn from both. One model
+instead of a head and a background model halves the training cost and makes the
+pasted head agree with the background around it. The model starts from
+``cartoon.unet.random_generator`` and trains with Adam, a short warm-up and cosine
+decay, on a line-weighted L1 plus an L1 of image gradients: the teachers' outlines
+are thresholded, thin and dark, and an unweighted loss would let the student average
+them away into grey smudges.
 
-Data come from packages already installed; nothing is downloaded. The two face photos
-the project evaluates on (scikit-image's astronaut, matplotlib's Grace Hopper) are
-held out. Training pictures: scikit-image's coffee, chelsea, rocket, the left view of
-stereo_motorcycle and camera (its small face found by the project's detector and
-aligned with ``cartoon.align``), scikit-learn's china and flower, plus synthetic
-content: drawn faces in the aligned frame, the LFW faces of ``skimage.data.lfw_subset``
-enlarged into the frame, and shapes-and-gradients scenes. Every picture is augmented
-(scale, mirror, small similarity jitter for faces, colour jitter) before the teacher
-draws it, so teacher and student see the same pixels. Teacher outputs are computed
-once up front into fixed pools.
+Data come from packages already installed (``tools.photos.TRAINING``); nothing is
+downloaded, and the evaluation photos (``tools.photos.EVALUATION``) are never used.
+The cameraman's small face is found by the project's detector and aligned with
+``cartoon.align``; synthetic content adds drawn faces in the aligned frame, the LFW
+faces of ``skimage.data.lfw_subset`` enlarged into the frame, and shapes-and-gradients
+scenes. Every picture is augmented (scale, mirror, small similarity jitter for faces,
+colour jitter) before the teacher draws it, so teacher and student see the same
+pixels. Teacher outputs are computed once up front into fixed pools.
 
-``--minutes`` budgets the whole run (data, head and background), counted in this
-process's CPU time on the CPU (see ``budget_clock``). Step counts come from timing a
-few steps and are recorded in ``<style>_train.json``, so a run can be repeated
-exactly with ``--head-steps``/``--background-steps``.
+``--minutes`` budgets the whole run (data and training), counted in this process's
+CPU time on the CPU (see ``budget_clock``). The step count comes from timing a few
+steps and is recorded in ``<style>_train.json``, so a run can be repeated exactly
+with ``--steps``.
 
-Writes ``<style>_head.safetensors``, ``<style>_background.safetensors`` and
-``<style>_train.json`` to ``--out`` and adds the style to its ``registry.json``.
+Writes ``<style>.safetensors`` and ``<style>_train.json`` to ``--out`` and adds the
+style to its ``registry.json``.
 
 Usage (from the repository root):
-    python -m tools.train_style --style toon --minutes 25 --out cartoon/styles
+    python -m tools.train_style --style toon --minutes 20 --out cartoon/styles
 """
 
 import argparse
@@ -42,31 +45,17 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib import cbook
-from PIL import Image
 from skimage import data as skdata
-from sklearn.datasets import load_sample_images
 
 from cartoon.align import similarity_transform, warp_crop
 from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
 from cartoon.faces import DetectorConfig, FaceDetector
 from cartoon.styles import REGISTRY_FILE, resolve_device
 from cartoon.unet import UNetConfig, UNetGenerator, random_generator, save_weights
+from tools import photos as packaged
 from tools.teachers import DESCRIPTIONS, Renderer, teacher
 
 DEFAULT_STYLE = "toon"
-
-# Photos the gallery and the tests measure on; never used for training.
-HELD_OUT = ("skimage:astronaut", "matplotlib:grace_hopper.jpg")
-TRAINING_PHOTOS = (
-    "skimage:coffee",
-    "skimage:chelsea",
-    "skimage:rocket",
-    "skimage:stereo_motorcycle",
-    "skimage:camera",
-    "sklearn:china.jpg",
-    "sklearn:flower.jpg",
-)
 # The only training photo with a face; dlib's HOG finds it once the photo is enlarged.
 FACE_PHOTO = "skimage:camera"
 FACE_PHOTO_ENLARGE = 3
@@ -98,10 +87,9 @@ class TrainConfig:
 
     style: str
     out: str
-    minutes: float = 25.0  # wall budget for data, head and background together
-    head_share: float = 0.5  # fraction of the training time given to the head model
-    head_steps: int | None = None  # fixed step counts (reproducible); None = from the budget
-    background_steps: int | None = None
+    minutes: float = 20.0  # CPU budget for data and training together
+    head_share: float = 0.5  # fraction of each batch cut from the head pool
+    steps: int | None = None  # fixed step count (reproducible); None = from the budget
     seed: int = 0
     width: int = 16  # UNet width C
     lr: float = 2e-3  # Adam peak learning rate
@@ -109,6 +97,7 @@ class TrainConfig:
     batch: int = 8
     patch: int = 128  # side of the square training patches (px)
     edge_weight: float = 0.5  # weight of the image-gradient L1 term
+    line_weight: float = 4.0  # extra L1 weight on the teacher's dark line pixels
     head_pool: int = 240  # aligned head crops the teacher draws up front
     background_variants: int = 6  # augmented copies of each training photo
     synthetic_scenes: int = 12  # shapes-and-gradients pictures for the background pool
@@ -130,30 +119,6 @@ class Pool:
         self.inputs.append(picture)
         self.targets.append(renderer(picture))
         self.sources[source] = self.sources.get(source, 0) + 1
-
-
-def load_photo(photo_id: str) -> np.ndarray:
-    """Reads a packaged photo by id ("skimage:<name>", "sklearn:<file>", "matplotlib:<file>").
-
-    Returns:
-        (H, W, 3) uint8 RGB; grey photos are repeated into three channels.
-    """
-    source, name = photo_id.split(":", 1)
-    if source == "skimage":
-        rgb = getattr(skdata, name)()
-        if isinstance(rgb, tuple):  # stereo_motorcycle: (left, right, disparity)
-            rgb = rgb[0]  # the right view is a near copy
-    elif source == "sklearn":
-        bunch = load_sample_images()
-        rgb = bunch.images[[Path(f).name for f in bunch.filenames].index(name)]
-    elif source == "matplotlib":
-        with cbook.get_sample_data(name) as handle:
-            rgb = np.asarray(Image.open(handle).convert("RGB"))
-    else:
-        raise ValueError(f"unknown photo source in {photo_id!r}")
-    if rgb.ndim == 2:
-        rgb = np.repeat(rgb[..., None], 3, axis=2)
-    return np.ascontiguousarray(rgb[..., :3])
 
 
 def jitter_colour(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -339,7 +304,7 @@ def synthetic_scene(rng: np.random.Generator, size: int = 512) -> np.ndarray:
 
 def camera_face_points() -> np.ndarray:
     """The alignment points of the cameraman's face, in the camera photo's coordinates."""
-    photo = load_photo(FACE_PHOTO)
+    photo = packaged.load(FACE_PHOTO)
     big = cv2.resize(
         photo, None, fx=FACE_PHOTO_ENLARGE, fy=FACE_PHOTO_ENLARGE, interpolation=cv2.INTER_CUBIC
     )
@@ -411,11 +376,17 @@ def build_background_pool(
 
 
 def sample_batch(
-    pool: Pool, rng: np.random.Generator, batch: int, patch: int
+    pools: tuple[Pool, Pool], rng: np.random.Generator, batch: int, patch: int, head_share: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random aligned patches of inputs and targets, (B, 3, P, P) in [-1, 1]."""
+    """Random aligned patches of inputs and targets, (B, 3, P, P) in [-1, 1].
+
+    Each patch comes from the head pool (``pools[0]``) with probability ``head_share``,
+    else from the background pool.
+    """
     inputs, targets = [], []
-    for index in rng.integers(0, len(pool.inputs), batch):
+    for _ in range(batch):
+        pool = pools[0] if rng.random() < head_share else pools[1]
+        index = int(rng.integers(0, len(pool.inputs)))
         source, target = pool.inputs[index], pool.targets[index]
         y = int(rng.integers(0, source.shape[0] - patch + 1))
         x = int(rng.integers(0, source.shape[1] - patch + 1))
@@ -433,11 +404,23 @@ def sample_batch(
     return to_tensor(inputs), to_tensor(targets)
 
 
+def line_weights(target: torch.Tensor, line_weight: float) -> torch.Tensor:
+    """(B, 1, H, W) per-pixel loss weights: 1, plus ``line_weight`` on drawn lines.
+
+    A line pixel is much darker than the brightest pixel within 3 px; the weight
+    grows with that depth, reaching its full value at a quarter of the value range.
+    """
+    luma = target.mean(dim=1, keepdim=True)
+    depth = F.max_pool2d(luma, kernel_size=7, stride=1, padding=3) - luma
+    return 1.0 + line_weight * (depth / 0.5).clamp(0.0, 1.0)
+
+
 def distillation_loss(
-    output: torch.Tensor, target: torch.Tensor, edge_weight: float
+    output: torch.Tensor, target: torch.Tensor, edge_weight: float, line_weight: float
 ) -> torch.Tensor:
-    """L1 on pixels plus L1 on horizontal and vertical differences."""
-    loss = F.l1_loss(output, target)
+    """Line-weighted L1 on pixels plus L1 on horizontal and vertical differences."""
+    weights = line_weights(target, line_weight)
+    loss = (weights * (output - target).abs()).mean() / weights.mean()
     for dim in (2, 3):
         edges = F.l1_loss(torch.diff(output, dim=dim), torch.diff(target, dim=dim))
         loss = loss + edge_weight * edges
@@ -453,18 +436,22 @@ class Trainer:
         self.device = device
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
-    def step(self, pool: Pool, rng: np.random.Generator) -> float:
+    def step(self, pools: tuple[Pool, Pool], rng: np.random.Generator) -> float:
         """One optimiser step on a fresh batch; returns the loss."""
-        inputs, targets = (
-            t.to(self.device) for t in sample_batch(pool, rng, self.config.batch, self.config.patch)
+        config = self.config
+        batch = sample_batch(pools, rng, config.batch, config.patch, config.head_share)
+        inputs, targets = (t.to(self.device) for t in batch)
+        loss = distillation_loss(
+            self.model(inputs), targets, config.edge_weight, config.line_weight
         )
-        loss = distillation_loss(self.model(inputs), targets, self.config.edge_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return loss.item()
 
-    def fit(self, pool: Pool, steps: int, rng: np.random.Generator, label: str) -> dict:
+    def fit(
+        self, pools: tuple[Pool, Pool], steps: int, rng: np.random.Generator, label: str
+    ) -> dict:
         """Trains for ``steps`` steps; returns a summary (steps, seconds, final loss)."""
         warmup = max(1, int(self.config.warmup * steps))
 
@@ -477,7 +464,7 @@ class Trainer:
         wall, cpu = time.perf_counter(), time.process_time()
         last = wall
         for step in range(1, steps + 1):
-            losses.append(self.step(pool, rng))
+            losses.append(self.step(pools, rng))
             schedule.step()
             if step % every == 0 or step == steps:
                 now = time.perf_counter()
@@ -509,7 +496,7 @@ def budget_clock(device: torch.device):
 
 
 def seconds_per_step(
-    model: UNetGenerator, pool: Pool, config: TrainConfig, device: torch.device
+    model: UNetGenerator, pools: tuple[Pool, Pool], config: TrainConfig, device: torch.device
 ) -> float:
     """Times a few steps on a throwaway copy, so the real run's randomness is untouched."""
     probe = Trainer(copy.deepcopy(model), config, device)
@@ -518,13 +505,16 @@ def seconds_per_step(
     times = []
     for _ in range(4):
         start = clock()
-        probe.step(pool, rng)
+        probe.step(pools, rng)
         times.append(clock() - start)
     return float(np.median(times[1:]))
 
 
 def update_registry(out: Path, style: str, width: int) -> None:
-    """Adds or replaces this style's entry in ``registry.json``; "toon" stays the default."""
+    """Adds or replaces this style's entry in ``registry.json``; "toon" stays the default.
+
+    Head and background name the same weights file: one model serves both passes.
+    """
     path = out / REGISTRY_FILE
     document = json.loads(path.read_text()) if path.is_file() else {"styles": []}
     entries = [entry for entry in document["styles"] if entry["name"] != style]
@@ -532,8 +522,8 @@ def update_registry(out: Path, style: str, width: int) -> None:
         {
             "name": style,
             "description": DESCRIPTIONS[style],
-            "head": f"{style}_head.safetensors",
-            "background": f"{style}_background.safetensors",
+            "head": f"{style}.safetensors",
+            "background": f"{style}.safetensors",
             "width": width,
             "source": "trained by this project: tools/train_style.py (docs/MODEL_CARD.md)",
             "licence": "this project's own; no third-party weights or data",
@@ -563,7 +553,7 @@ def machine() -> dict:
 
 
 def run(config: TrainConfig) -> dict:
-    """Builds the pools, trains both models, writes weights, record and registry entry."""
+    """Builds the pools, trains the model, writes weights, record and registry entry."""
     torch.set_num_threads(config.threads)
     cv2.setNumThreads(config.threads)
     torch.manual_seed(config.seed)
@@ -573,43 +563,38 @@ def run(config: TrainConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
-    photos = {photo_id: load_photo(photo_id) for photo_id in TRAINING_PHOTOS}
-    pools = {
-        "head": build_head_pool(config, teacher(config.style, "head"), photos, rng),
-        "background": build_background_pool(
-            config, teacher(config.style, "background"), photos, rng
-        ),
-    }
+    photos = {photo.id: packaged.load(photo.id) for photo in packaged.TRAINING}
+    renderer = teacher(config.style)
+    pools = (
+        build_head_pool(config, renderer, photos, rng),
+        build_background_pool(config, renderer, photos, rng),
+    )
     data_seconds = clock() - start
-    sizes = ", ".join(f"{kind} {len(pool.inputs)}" for kind, pool in pools.items())
-    print(f"pools ready in {data_seconds:.0f}s: {sizes}", flush=True)
+    print(f"pools ready in {data_seconds:.0f}s: head {len(pools[0].inputs)}, "
+          f"background {len(pools[1].inputs)}", flush=True)
+    model = random_generator(UNetConfig(width=config.width), seed=config.seed)
+    steps = config.steps
+    if steps is None:
+        remaining = config.minutes * 60.0 - (clock() - start)
+        per_step = seconds_per_step(model, pools, config, device)
+        steps = max(1, int(0.97 * remaining / per_step))
+        print(f"{per_step:.2f} s/step -> {steps} steps", flush=True)
+    trainer = Trainer(model, config, device)
+    fitted = trainer.fit(pools, steps, np.random.default_rng(config.seed + 10), config.style)
+    save_weights(trainer.model.cpu(), out / f"{config.style}.safetensors")
     record = {
         "config": asdict(config),
-        "held_out": list(HELD_OUT),
-        "training_photos": list(TRAINING_PHOTOS),
-        "pools": {kind: pool.sources for kind, pool in pools.items()},
+        "evaluation_photos_never_used": [photo.id for photo in packaged.EVALUATION],
+        "training_photos": [photo.id for photo in packaged.TRAINING],
+        "pools": {"head": pools[0].sources, "background": pools[1].sources},
         "machine": machine() | {"device": str(device), "threads": config.threads},
         "budget_clock": "process CPU time" if device.type == "cpu" else "wall time",
         "data_seconds": round(data_seconds, 1),
-        "models": {},
+        "model": fitted,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "budget_seconds": round(clock() - start, 1),
+        "wall_seconds": round(time.perf_counter() - wall, 1),
     }
-    unet_config = UNetConfig(width=config.width)
-    for index, kind in enumerate(("head", "background")):
-        model = random_generator(unet_config, seed=config.seed + index)
-        steps = config.head_steps if kind == "head" else config.background_steps
-        if steps is None:
-            remaining = config.minutes * 60.0 - (clock() - start)
-            share = config.head_share if kind == "head" else 1.0
-            per_step = seconds_per_step(model, pools[kind], config, device)
-            steps = max(1, int(0.97 * share * remaining / per_step))
-            print(f"[{kind}] {per_step:.2f} s/step -> {steps} steps", flush=True)
-        trainer = Trainer(model, config, device)
-        step_rng = np.random.default_rng(config.seed + 10 + index)
-        record["models"][kind] = trainer.fit(pools[kind], steps, step_rng, kind)
-        save_weights(trainer.model.cpu(), out / f"{config.style}_{kind}.safetensors")
-    record["parameters"] = sum(p.numel() for p in model.parameters())
-    record["budget_seconds"] = round(clock() - start, 1)
-    record["wall_seconds"] = round(time.perf_counter() - wall, 1)
     (out / f"{config.style}_train.json").write_text(json.dumps(record, indent=2) + "\n")
     update_registry(out, config.style, config.width)
     return record
@@ -620,21 +605,23 @@ def parse_args() -> TrainConfig:
     defaults = TrainConfig(style=DEFAULT_STYLE, out="cartoon/styles")
     parser.add_argument("--style", required=True, choices=sorted(DESCRIPTIONS))
     parser.add_argument("--out", default=defaults.out, help="weights dir; registry.json is updated")
-    floats = ("minutes", "head_share", "lr", "edge_weight")
-    integers = ("seed", "width", "batch", "patch", "head_pool", "background_variants", "threads")
+    floats = ("minutes", "head_share", "lr", "edge_weight", "line_weight")
+    integers = (
+        "seed", "width", "batch", "patch", "head_pool", "background_variants",
+        "synthetic_scenes", "threads",
+    )
     for names, kind in ((floats, float), (integers + ("log_every",), int)):
         for name in names:
             flag = f"--{name.replace('_', '-')}"
             parser.add_argument(flag, type=kind, default=getattr(defaults, name))
-    for kind in ("head", "background"):
-        parser.add_argument(f"--{kind}-steps", type=int, help="fixed step count, not the budget")
+    parser.add_argument("--steps", type=int, help="fixed step count instead of the budget")
     parser.add_argument("--device", default=defaults.device, help='"auto", "cpu" or "cuda"')
     return TrainConfig(**vars(parser.parse_args()))
 
 
 def main() -> None:
     record = run(parse_args())
-    print(json.dumps(record["models"], indent=2))
+    print(json.dumps(record["model"], indent=2))
 
 
 if __name__ == "__main__":
