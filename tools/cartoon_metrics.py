@@ -26,7 +26,10 @@ Columns:
   pictures' ink-line pixels matched within 1 px.
 
 Usage (from the repository root; needs the photo packages of ``tools.photos``):
-    python -m tools.cartoon_metrics --styles-dir cartoon/styles
+    python -m tools.cartoon_metrics --styles-dir cartoon/styles [--gallery docs/gallery]
+
+Photos can be scored by separate processes (``--photos ... --json part.json``) and the
+parts printed as one table with ``--tables part1.json part2.json ...``.
 """
 
 import argparse
@@ -44,6 +47,7 @@ from cartoon.compose import compose
 from cartoon.pipeline import Options, Pipeline, PipelineSettings
 from cartoon.styles import StyleRegistry
 from tools import photos as packaged
+from tools.render_gallery import write_photo_strips
 from tools.teachers import teacher
 
 COVERAGE = 0.90  # share of pixels the palette must cover
@@ -80,7 +84,7 @@ def main_edges(rgb: np.ndarray) -> np.ndarray:
     """(H, W) bool: the photo's main edges, Canny of the blurred photo without short bits."""
     grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (0, 0), 2.0)
     edges = cv2.Canny(grey, 40, 100)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= MIN_EDGE_PIXELS
     keep[0] = False
     return keep[labels]
@@ -170,13 +174,16 @@ def score(photo_name: str, style: str, kind: str, picture: np.ndarray, photo: np
                line_coverage(picture, edges), shift, **extra)
 
 
-def evaluate(styles_dir: Path, photo_ids: list[str], out: Path | None = None) -> list[Row]:
+def evaluate(
+    styles_dir: Path, photo_ids: list[str], out: Path | None = None, gallery: Path | None = None
+) -> list[Row]:
     """Scores every style of ``styles_dir`` on the photos; optionally saves the pictures.
 
     Args:
         styles_dir: a weights directory with ``registry.json``.
         photo_ids: ``tools.photos`` ids.
         out: a directory for PNGs of every scored picture, or None.
+        gallery: a directory for the gallery strips of ``tools.render_gallery``, or None.
 
     Returns:
         Rows: per photo, the photo and the filter once, then teacher and student per style.
@@ -202,6 +209,11 @@ def evaluate(styles_dir: Path, photo_ids: list[str], out: Path | None = None) ->
             out.mkdir(parents=True, exist_ok=True)
             for label, picture in pictures.items():
                 cv2.imwrite(str(out / f"{name}_{label}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        if gallery is not None:
+            matrices = pipeline.preparer.prepare_array(photo, Options()).matrices
+            served = [pictures[f"{style}_student"] for style in registry.names()]
+            matrix = matrices[0] if len(matrices) else None
+            write_photo_strips(gallery, name, photo, served, matrix)
     return rows
 
 
@@ -248,12 +260,21 @@ def main() -> None:
     parser.add_argument("--styles-dir", type=Path, default=Path("cartoon/styles"))
     parser.add_argument("--photos", nargs="*", default=[p.id for p in packaged.EVALUATION])
     parser.add_argument("--save", type=Path, help="directory for PNGs of the scored pictures")
+    parser.add_argument("--gallery", type=Path, help="also write the gallery strips here")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--tables", type=Path, nargs="+",
+        help="print the tables of rows saved by earlier --json runs instead of scoring",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.tables:
+        rows = [Row(**row) for path in args.tables for row in json.loads(path.read_text())]
+        print(table(rows))
+        return
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    rows = evaluate(args.styles_dir, args.photos, args.save)
+    rows = evaluate(args.styles_dir, args.photos, args.save, args.gallery)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")

@@ -45,17 +45,19 @@ PUBLIC_DOMAIN_NASA = "BSD-3-Clause package; NASA photo, public domain"
 TRAINING = (
     Photo("skimage:coffee", "scikit-image", "BSD-3-Clause package; CC0 photo", "cup of coffee"),
     Photo("skimage:chelsea", "scikit-image", "BSD-3-Clause package; CC0 photo", "a cat"),
-    Photo("skimage:rocket", "scikit-image", PUBLIC_DOMAIN_NASA, "rocket on the pad"),
+    Photo("skimage:rocket", "scikit-image", "BSD-3-Clause package; SpaceX photo, public domain",
+          "rocket on the pad"),
     Photo(
-        "skimage:stereo_motorcycle", "scikit-image", "BSD-3-Clause package; CC0 photo (Middlebury)",
+        "skimage:stereo_motorcycle", "scikit-image",
+        "BSD-3-Clause package; Middlebury 2014 stereo benchmark, research use",
         "motorcycle in a workshop",
     ),
     Photo(
         "skimage:camera", "scikit-image", "BSD-3-Clause package; CC0 photo",
         "cameraman (grey, one small face)",
     ),
-    Photo("sklearn:china.jpg", "scikit-learn", "BSD-3-Clause package; CC-BY photo", "temple"),
-    Photo("sklearn:flower.jpg", "scikit-learn", "BSD-3-Clause package; CC-BY photo", "flower"),
+    Photo("sklearn:china.jpg", "scikit-learn", "BSD-3-Clause package; CC-BY-2.0 photo", "temple"),
+    Photo("sklearn:flower.jpg", "scikit-learn", "BSD-3-Clause package; CC-BY-2.0 photo", "flower"),
 )
 EVALUATION = (
     Photo(

@@ -11,7 +11,8 @@ JPEG strips to the gallery directory, each "photo | style 1 | style 2 | ...":
 
 It also writes ``strip.jpg``, the README's strip: the head crops of the first four
 photos with a face, one row each. The figures (palette, flat regions, line coverage,
-student against teacher) come from ``python -m tools.cartoon_metrics``.
+student against teacher) come from ``python -m tools.cartoon_metrics``, which can write
+the same strips while it scores (``--gallery``), so the pipeline runs once per picture.
 
 Usage (from the repository root; needs the photo packages of ``tools.photos``):
     python -m tools.render_gallery --styles-dir cartoon/styles --out docs/gallery
@@ -56,8 +57,40 @@ def save_jpeg(rgb: np.ndarray, path: Path) -> None:
     Image.fromarray(rgb).save(path, format="JPEG", quality=JPEG_QUALITY, optimize=True)
 
 
+def write_photo_strips(
+    out: Path, name: str, photo: np.ndarray, served: list[np.ndarray], matrix: np.ndarray | None
+) -> list[Path]:
+    """Writes ``<name>_whole.jpg`` and, when a face was found, ``<name>_head.jpg``.
+
+    Args:
+        out: the gallery directory.
+        name: the photo's short name.
+        photo: (H, W, 3) uint8.
+        served: one (H, W, 3) uint8 served output per style, in registry order.
+        matrix: the (2, 3) transform that cuts the largest face's aligned crop, or None.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}_whole.jpg"
+    save_jpeg(strip([photo] + served, GALLERY_HEIGHT), path)
+    written = [path]
+    if matrix is not None:
+        path = out / f"{name}_head.jpg"
+        save_jpeg(strip([warp_crop(p, matrix) for p in [photo] + served], CROP_SIZE), path)
+        written.append(path)
+    return written
+
+
+def write_readme_strip(out: Path, names: list[str]) -> Path:
+    """Stacks the head strips of the first ``STRIP_ROWS`` photos that have one into strip.jpg."""
+    rows = [out / f"{name}_head.jpg" for name in names]
+    rows = [np.asarray(Image.open(path).convert("RGB")) for path in rows if path.is_file()]
+    path = out / "strip.jpg"
+    save_jpeg(np.concatenate(rows[:STRIP_ROWS], axis=0), path)
+    return path
+
+
 def render(styles_dir: Path, out: Path, photo_ids: list[str], device: str = "cpu") -> list[Path]:
-    """Writes the gallery strips; returns the files written.
+    """Writes the gallery strips for the photos and the README strip; returns the files.
 
     Args:
         styles_dir: a weights directory with ``registry.json``.
@@ -67,30 +100,23 @@ def render(styles_dir: Path, out: Path, photo_ids: list[str], device: str = "cpu
     """
     registry = StyleRegistry.from_directory(styles_dir)
     pipeline = Pipeline(registry, PipelineSettings(device=device))
-    out.mkdir(parents=True, exist_ok=True)
-    written, head_strips = [], []
+    written = []
     for photo_id in photo_ids:
         photo = packaged.load(photo_id)
-        name = Path(photo_id.split(":", 1)[1]).stem
         served = [
             images.decode(pipeline(photo, Options(style=style)).data).rgb
             for style in registry.names()
         ]
-        path = out / f"{name}_whole.jpg"
-        save_jpeg(strip([photo] + served, GALLERY_HEIGHT), path)
-        written.append(path)
         matrices = pipeline.preparer.prepare_array(photo, Options()).matrices
-        if len(matrices):
-            heads = strip([warp_crop(p, matrices[0]) for p in [photo] + served], CROP_SIZE)
-            path = out / f"{name}_head.jpg"
-            save_jpeg(heads, path)
-            written.append(path)
-            head_strips.append(heads)
-    if head_strips:
-        path = out / "strip.jpg"
-        save_jpeg(np.concatenate(head_strips[:STRIP_ROWS], axis=0), path)
-        written.append(path)
+        matrix = matrices[0] if len(matrices) else None
+        written += write_photo_strips(out, short_name(photo_id), photo, served, matrix)
+    written.append(write_readme_strip(out, [short_name(p) for p in photo_ids]))
     return written
+
+
+def short_name(photo_id: str) -> str:
+    """The file-name stem of a photo id ("insightface:t1.jpg" -> "t1")."""
+    return Path(photo_id.split(":", 1)[1]).stem
 
 
 def multiply_accumulates(model: torch.nn.Module, height: int, width: int) -> int:
@@ -121,8 +147,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/gallery"), help="gallery directory")
     parser.add_argument("--photos", nargs="*", default=[p.id for p in packaged.EVALUATION])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--readme-strip-only", action="store_true",
+        help="only stack the existing head strips of --photos into strip.jpg",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.readme_strip_only:
+        print(write_readme_strip(args.out, [short_name(p) for p in args.photos]))
+        return
     for path in render(args.styles_dir, args.out, args.photos):
         print(path)
     registry = StyleRegistry.from_directory(args.styles_dir)

@@ -98,7 +98,7 @@ def _lines(lightness: np.ndarray, params: LineParams) -> np.ndarray:
     inner = cv2.GaussianBlur(lightness, (0, 0), params.sigma)
     outer = cv2.GaussianBlur(lightness, (0, 0), params.sigma * params.ratio)
     mask = ((outer - inner) > params.threshold).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= params.min_area
     keep[0] = False
     mask = keep[labels].astype(np.uint8)
