@@ -47,7 +47,7 @@ from cartoon.compose import compose
 from cartoon.pipeline import Options, Pipeline, PipelineSettings
 from cartoon.styles import StyleRegistry
 from tools import photos as packaged
-from tools.render_gallery import write_photo_strips
+from tools.render_gallery import gallery_order, write_photo_strips
 from tools.teachers import teacher
 
 COVERAGE = 0.90  # share of pixels the palette must cover
@@ -199,7 +199,7 @@ def evaluate(
         rows.append(score(name, "-", "photo", photo, photo, edges))
         rows.append(score(name, "-", "opencv", filtered, photo, edges))
         pictures = {"photo": photo, "opencv": filtered}
-        for style in registry.names():
+        for style in gallery_order(registry):
             drawn = teacher_composite(pipeline, photo, style)
             served = images.decode(pipeline(photo, Options(style=style)).data).rgb
             rows.append(score(name, style, "teacher", drawn, photo, edges))
@@ -211,7 +211,7 @@ def evaluate(
                 cv2.imwrite(str(out / f"{name}_{label}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         if gallery is not None:
             matrices = pipeline.preparer.prepare_array(photo, Options()).matrices
-            served = [pictures[f"{style}_student"] for style in registry.names()]
+            served = [pictures[f"{style}_student"] for style in gallery_order(registry)]
             matrix = matrices[0] if len(matrices) else None
             write_photo_strips(gallery, name, photo, served, matrix)
     return rows

@@ -57,6 +57,11 @@ def save_jpeg(rgb: np.ndarray, path: Path) -> None:
     Image.fromarray(rgb).save(path, format="JPEG", quality=JPEG_QUALITY, optimize=True)
 
 
+def gallery_order(registry: StyleRegistry) -> list[str]:
+    """The registry's styles, the default first: the order of every strip's panels."""
+    return [registry.default] + [name for name in registry.names() if name != registry.default]
+
+
 def write_photo_strips(
     out: Path, name: str, photo: np.ndarray, served: list[np.ndarray], matrix: np.ndarray | None
 ) -> list[Path]:
@@ -105,7 +110,7 @@ def render(styles_dir: Path, out: Path, photo_ids: list[str], device: str = "cpu
         photo = packaged.load(photo_id)
         served = [
             images.decode(pipeline(photo, Options(style=style)).data).rgb
-            for style in registry.names()
+            for style in gallery_order(registry)
         ]
         matrices = pipeline.preparer.prepare_array(photo, Options()).matrices
         matrix = matrices[0] if len(matrices) else None

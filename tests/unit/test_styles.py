@@ -12,22 +12,21 @@ from cartoon.errors import WeightsError
 from cartoon.pipeline import Options, Preparer
 from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
 from tests import photos
-from tools.cartoon_metrics import line_f1, palette_size, psnr
+from tools.cartoon_metrics import flat_share, line_f1, psnr
 from tools.teachers import teacher
 
-SHIPPED = ("toon", "comic", "sketch")
+SHIPPED = ("comic", "sketch", "toon")  # registry.names() order: sorted
 MAX_WEIGHTS_BYTES = 8 * 1024 * 1024
 
-# Floors on the held-out astronaut and Grace Hopper head crops, measured by
-# tools/cartoon_metrics.py's functions (docs/MODEL_CARD.md) and set a margin below,
-# so clearly worse weights fail while numeric noise across torch builds does not.
-# PSNR (dB) of the student against its teacher:
-HEAD_PSNR_FLOOR = {"toon": 0.0, "comic": 0.0, "sketch": 0.0}
-# F1 of the student's ink-line pixels against the teacher's, matched within 1 px:
-HEAD_LINE_F1_FLOOR = {"toon": 0.0, "comic": 0.0, "sketch": 0.0}
-# A cartoon's palette (colours at 4 bits per channel covering 90% of the pixels) is at
-# most this share of the photo's. Measured: see MAX_PALETTE_SHARE's use.
-MAX_PALETTE_SHARE = 1 / 3
+# Floors on the held-out astronaut and Grace Hopper head crops, measured with
+# tools/cartoon_metrics.py's functions and set a margin below (2 dB, 0.1 of F1), so
+# clearly worse weights fail while numeric noise across torch builds does not.
+# PSNR (dB) of the student against its teacher; measured toon 21.5 / 20.5,
+# comic 19.3 / 18.2, sketch 35.5 / 32.5 (astronaut / Grace Hopper):
+HEAD_PSNR_FLOOR = {"toon": 18.5, "comic": 16.2, "sketch": 30.5}
+# F1 of the student's ink-line pixels against the teacher's, matched within 1 px;
+# measured toon 0.84 / 0.89, comic 0.85 / 0.88, sketch 0.93 / 0.96:
+HEAD_LINE_F1_FLOOR = {"toon": 0.74, "comic": 0.75, "sketch": 0.83}
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +58,20 @@ def test_registry_ships_three_styles_with_toon_as_default(registry):
 
 
 @pytest.mark.parametrize("style", SHIPPED)
-def test_style_redraws_the_astronaut_as_a_small_palette_cartoon(style, stylizers):
+def test_style_redraws_the_astronaut_towards_its_teacher_and_flatter(style, stylizers):
+    """A style must redraw, not filter: nearer its teacher than the photo, flatter than it.
+
+    Measured on the astronaut shrunk to 256 px (PSNR to teacher / to photo, flat share;
+    the photo's flat share is 0.25): toon 20.5 / 19.7 dB, 0.30; comic 17.7 / 14.2 dB,
+    0.40; sketch 30.2 / 13.4 dB, 0.28. An identity student has 0.25 and is nearer the photo.
+    """
     picture = shrink(photos.astronaut(), 256)
     pieces, plan = split(picture)
     drawn = stitch(stylizers[style].run(pieces, "background"), plan)
     assert drawn.shape == picture.shape and drawn.dtype == np.uint8
     to_teacher, to_input = psnr(drawn, teacher(style)(picture)), psnr(drawn, picture)
     assert to_teacher > to_input, f"{to_teacher:.1f} dB to the teacher, {to_input:.1f} to the input"
-    share = palette_size(drawn) / palette_size(picture)
-    assert share <= MAX_PALETTE_SHARE, f"palette {share:.2f} of the photo's"
+    assert flat_share(drawn) > flat_share(picture) + 0.02
 
 
 @pytest.mark.parametrize("style", SHIPPED)
