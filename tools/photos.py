@@ -66,7 +66,7 @@ EVALUATION = (
     ),
     Photo(
         "matplotlib:grace_hopper.jpg", "matplotlib", "PSF-style package; US Navy photo, public domain",
-        "Grace Hopper in uniform, light skin, 70s",
+        "Grace Hopper in uniform with glasses, light skin, 70s",
     ),
     Photo(
         "insightface:t1.jpg", "insightface==2.1",
@@ -81,7 +81,7 @@ EVALUATION = (
     Photo(
         "ultralytics:bus.jpg", "ultralytics==8.4.190",
         "AGPL-3.0 package; street photo, picture copyright not stated",
-        "people by a bus, two wearing sunglasses, small faces",
+        "people by a bus, two in sunglasses, faces too small for the detector",
     ),
     Photo(
         "insightface:Tom_Hanks_54745.png", "insightface==2.1",
