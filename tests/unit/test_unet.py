@@ -26,6 +26,17 @@ def test_box_mean_counts_only_pixels_inside():
     np.testing.assert_allclose(box_mean(y, 1).numpy(), [[[[1.5, 3.0, 4.5]]]])
 
 
+
+@pytest.mark.parametrize("radius, height, width", [(1, 31, 17), (2, 5, 40), (3, 2, 9), (1, 1, 1)])
+def test_box_mean_matches_average_pooling_without_padding(radius, height, width):
+    # The separable box mean replaces avg_pool2d(count_include_pad=False): same numbers,
+    # at every border and for images narrower than the window, in NCHW and NHWC.
+    x = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(radius))
+    pooled = torch.nn.functional.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    np.testing.assert_allclose(box_mean(x, radius).numpy(), pooled.numpy(), atol=1e-6)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(box_mean(nhwc, radius).numpy(), pooled.numpy(), atol=1e-6)
+
 def test_guided_filter_hand_computed_1x3():
     guide = torch.tensor([[[[0.0, 1.0, 2.0]]]])
     src = torch.tensor([[[[0.0, 2.0, 4.0]]]])
