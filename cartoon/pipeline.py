@@ -41,6 +41,7 @@ class PipelineSettings:
     halo: int = 64  # overlap of neighbouring tiles, >= the UNet's receptive radius
     max_pixels: int = images.DEFAULT_MAX_PIXELS  # refused above this, read from the header
     device: str = "auto"  # "auto" = CUDA when present, else CPU
+    precision: str = "auto"  # cartoon.inference.choose_mode: fp32 is the reference
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,9 @@ class Pipeline:
     def stylizer(self, style: str | None) -> Stylizer:
         entry = self.registry.get(style)
         if entry.name not in self._stylizers:
-            self._stylizers[entry.name] = Stylizer.from_style(entry, self.settings.device)
+            self._stylizers[entry.name] = Stylizer.from_style(
+                entry, self.settings.device, self.settings.precision
+            )
         return self._stylizers[entry.name]
 
     def __call__(self, image: bytes | np.ndarray, options: Options = Options()) -> Result:

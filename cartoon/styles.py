@@ -11,6 +11,7 @@ import torch
 from cartoon.background import PADDINGS
 from cartoon.constants import CROP_SIZE
 from cartoon.errors import WeightsError
+from cartoon.inference import InferenceMode, Precision, choose_mode
 from cartoon.unet import MODES, UNetGenerator, config_from_weights, load_generator, to_uint8
 
 DEFAULT_STYLES_DIR = Path(__file__).parent / "styles"
@@ -139,8 +140,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 class Stylizer:
     """Runs one style's generators on batches of uint8 pieces, on one device.
 
-    On CUDA the generators run in half precision and channels_last; on the CPU in
-    fp32 (CPU half precision is slower, and channels_last is measured in the benchmarks).
+    Precision and memory format come from ``cartoon.inference.choose_mode`` unless a
+    ``mode`` is given: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.
     """
 
     def __init__(
@@ -148,13 +149,14 @@ class Stylizer:
         head: UNetGenerator,
         background: UNetGenerator,
         device: str | torch.device = "auto",
-        channels_last: bool | None = None,
+        mode: InferenceMode | None = None,
         paste_mask: np.ndarray | None = None,
     ):
         self.paste_mask = paste_mask
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        self.mode = mode or choose_mode(self.device)
+        self.dtype = self.mode.dtype
+        self.channels_last = self.mode.channels_last
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.models = {
             kind: model.to(self.device, self.dtype, memory_format=memory_format).eval()
@@ -162,7 +164,9 @@ class Stylizer:
         }
 
     @classmethod
-    def from_style(cls, style: Style, device: str | torch.device = "auto") -> "Stylizer":
+    def from_style(
+        cls, style: Style, device: str | torch.device = "auto", precision: Precision = "auto"
+    ) -> "Stylizer":
         """Loads a registry entry's weights, checking both files against its width and mode."""
         generators = {}
         for kind, path in (("head", style.head), ("background", style.background)):
@@ -178,7 +182,11 @@ class Stylizer:
                     f"style {style.name!r} declares {style.mode!r}"
                 )
             generators[kind] = generator
-        return cls(generators["head"], generators["background"], device, paste_mask=load_mask(style))
+        device = resolve_device(device) if isinstance(device, str) else device
+        return cls(
+            generators["head"], generators["background"], device, choose_mode(device, precision),
+            paste_mask=load_mask(style),
+        )
 
     @torch.inference_mode()
     def run(self, pieces: np.ndarray, kind: str) -> np.ndarray:
@@ -192,7 +200,8 @@ class Stylizer:
             (B, H, W, 3) uint8.
         """
         batch = torch.from_numpy(np.ascontiguousarray(pieces)).to(self.device)
-        batch = batch.permute(0, 3, 1, 2).to(self.dtype).div_(127.5).sub_(1.0)  # (B, 3, H, W)
+        # Scaled in fp32 before the cast: in bf16 the step 1/127.5 would not survive.
+        batch = batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).to(self.dtype)  # (B, 3, H, W)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         model = self.models[kind]

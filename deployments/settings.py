@@ -17,6 +17,9 @@ class AppArgs(BaseModel):
 
     styles_dir: str = Field(str(DEFAULT_STYLES_DIR), description="directory holding registry.json and weights")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu or cuda")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="UNet precision: auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)"
+    )
     cpu_threads: int = Field(0, ge=0, description="torch threads on CPU; 0 = the replica's num_cpus, at least 1")
     styles_per_replica: int = Field(2, ge=1, description="styles each Cartoonizer keeps loaded (LRU)")
     gpu_memory_fraction: float = Field(
@@ -50,6 +53,7 @@ class AppArgs(BaseModel):
             halo=self.halo,
             max_pixels=self.max_pixels,
             device=self.device,
+            precision=self.precision,
         )
 
 

@@ -1,0 +1,89 @@
+"""How the UNet runs on a device: precision and memory format, chosen once at start-up.
+
+The one place that decides it, so the Stylizer, the logs and ``/readyz`` agree. Figures
+behind the choices are in docs/BENCHMARKS.md ("Fast CPU path").
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class InferenceMode:
+    """The UNet's precision and memory format on one device, and why.
+
+    Attributes:
+        device: where the generators run.
+        precision: "fp32", "bf16" or "fp16" for weights and activations (the guided
+            filter always runs in fp32).
+        channels_last: NHWC weights and inputs.
+        reason: one line saying why this mode was chosen.
+    """
+
+    device: torch.device
+    precision: str
+    channels_last: bool
+    reason: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.precision]
+
+    def describe(self) -> dict:
+        """What the logs and ``/readyz`` report."""
+        return {
+            "device": str(self.device),
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "reason": self.reason,
+        }
+
+
+def native_cpu_bf16() -> str | None:
+    """The CPU feature that computes bf16 natively (AMX or AVX-512 BF16), or None.
+
+    Without one, oneDNN emulates bf16 through fp32 and it is slower than fp32.
+    """
+    if torch.cpu._is_amx_tile_supported():
+        return "AMX"
+    if torch.cpu._is_avx512_bf16_supported():
+        return "AVX-512 BF16"
+    return None
+
+
+def choose_mode(device: torch.device, precision: Precision = "auto") -> InferenceMode:
+    """Picks the fastest mode that stays within 2/255 of fp32, or the one asked for.
+
+    "auto": fp16 on CUDA; bf16 on a CPU with native bf16 (1.8-2.2x fp32, at most 2/255
+    from it on the test photos), else fp32. Channels-last everywhere: oneDNN's and
+    cuDNN's convolutions are faster in NHWC, and the guided filter takes NCHW copies.
+
+    Args:
+        device: the generators' device.
+        precision: "auto", or "fp32" (the reference), "bf16", "fp16" (CUDA only).
+
+    Raises:
+        ValueError: for an unknown precision, or fp16 on a CPU (emulated, far slower).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if device.type == "cuda":
+        chosen = "fp16" if precision == "auto" else precision
+        reason = "CUDA: half precision on tensor cores" if precision == "auto" else "asked for"
+        return InferenceMode(device, chosen, True, reason)
+    if precision == "fp16":
+        raise ValueError("fp16 on a CPU is emulated and slower than fp32; use auto, fp32 or bf16")
+    feature = native_cpu_bf16()
+    if precision == "auto":
+        if feature:
+            return InferenceMode(device, "bf16", True, f"CPU has native bf16 ({feature})")
+        capability = torch.backends.cpu.get_cpu_capability()
+        return InferenceMode(device, "fp32", True, f"CPU has no native bf16 (capability {capability})")
+    reason = "asked for" if precision == "fp32" or feature else "asked for; this CPU emulates bf16 (slow)"
+    return InferenceMode(device, precision, True, reason)

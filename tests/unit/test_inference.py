@@ -1,0 +1,69 @@
+"""The fast inference path: chosen by what the CPU offers, and within 2/255 of fp32."""
+
+import numpy as np
+import pytest
+import torch
+
+from cartoon import inference
+from cartoon.inference import choose_mode
+from cartoon.pipeline import Options, Preparer
+from cartoon.styles import StyleRegistry, Stylizer
+from tests import photos
+
+CPU = torch.device("cpu")
+SHIPPED_STYLES = ("toon", "sketch")
+# bf16 keeps 8 significant bits; through the UNet and the fp32 guided filter the
+# shipped styles measured at most 2/255 from fp32 (docs/BENCHMARKS.md).
+MAX_BF16_DIFFERENCE = 2
+
+
+@pytest.fixture(scope="module")
+def real_pieces():
+    """Head crops and whole backgrounds of both real portraits, as the pipeline cuts them."""
+    preparer = Preparer()
+    pieces = {}
+    for name, rgb in (("astronaut", photos.astronaut()), ("grace_hopper", photos.grace_hopper())):
+        job = preparer.prepare_array(rgb, Options())
+        pieces[f"{name} head"] = ("head", job.heads)
+        pieces[f"{name} background"] = ("background", job.background)
+    return pieces
+
+
+@pytest.mark.parametrize("style", SHIPPED_STYLES)
+def test_bf16_output_is_within_two_levels_of_fp32_on_real_photos(style, real_pieces):
+    entry = StyleRegistry.from_directory().get(style)
+    reference = Stylizer.from_style(entry, "cpu", "fp32")
+    fast = Stylizer.from_style(entry, "cpu", "bf16")
+    assert reference.dtype == torch.float32 and fast.dtype == torch.bfloat16
+    for label, (kind, batch) in real_pieces.items():
+        assert len(batch), label
+        expected = reference.run(batch, kind).astype(np.int16)
+        got = fast.run(batch, kind).astype(np.int16)
+        difference = np.abs(got - expected)
+        assert difference.max() <= MAX_BF16_DIFFERENCE, f"{style} {label}: max {difference.max()}/255"
+        # Not the same picture by accident: bf16 really ran, and rounded somewhere.
+        assert difference.mean() < 0.5 and difference.max() > 0, f"{style} {label}: mean {difference.mean()}"
+
+
+@pytest.mark.parametrize("feature, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_picks_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, feature, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: feature)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    mode = choose_mode(CPU)
+    assert mode.precision == expected and mode.channels_last
+    assert ("AVX-512 BF16" in mode.reason) == feature
+    assert mode.describe()["precision"] == expected
+
+
+def test_explicit_precisions_and_refusals():
+    assert choose_mode(CPU, "fp32").dtype == torch.float32
+    assert choose_mode(torch.device("cuda"), "auto").precision == "fp16"
+    with pytest.raises(ValueError, match="fp16 on a CPU"):
+        choose_mode(CPU, "fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        choose_mode(CPU, "int8")
+
+
+def test_this_machine_reports_its_bf16_feature():
+    # Whatever the CPU, auto agrees with the feature probe (CI's CPUs have AVX-512 BF16).
+    assert (choose_mode(CPU).precision == "bf16") == (inference.native_cpu_bf16() is not None)
