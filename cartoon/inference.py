@@ -87,3 +87,15 @@ def choose_mode(device: torch.device, precision: Precision = "auto") -> Inferenc
         return InferenceMode(device, "fp32", True, f"CPU has no native bf16 (capability {capability})")
     reason = "asked for" if precision == "fp32" or feature else "asked for; this CPU emulates bf16 (slow)"
     return InferenceMode(device, precision, True, reason)
+
+
+def forward_threads(max_threads: int, images_in_flight: int) -> int:
+    """Torch threads for one CPU forward pass.
+
+    All ``max_threads`` only while this forward is the only image in flight: then the
+    other stages of the graph are idle and the cores are the UNet's. With more images
+    in flight the other stages work on them, and a multi-threaded forward would wait at
+    every parallel region for a thread the OS gave to them (measured 2-8x slower,
+    docs/BENCHMARKS.md), so it runs on one.
+    """
+    return max_threads if images_in_flight <= 1 else 1

@@ -58,6 +58,19 @@ class FaceInfo:
         return {"box": list(self.box), "score": self.score, "points": [list(p) for p in self.points]}
 
 
+@dataclass(frozen=True)
+class FullSize:
+    """The parts of a ``Job`` only the Postprocessor reads, kept away from the Cartoonizer.
+
+    Attributes:
+        original: (height, width, 3) uint8 when strength < 1, else None.
+        alpha: (height, width) uint8 for transparent inputs, else None.
+    """
+
+    original: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+
+
 @dataclass
 class Job:
     """One image between stages.
@@ -94,6 +107,14 @@ class Job:
     batch_sizes: list[int] = field(default_factory=list)
     handed_over_at: float = 0.0
     paste_mask: np.ndarray | None = None
+
+    def split_full_size(self) -> tuple["Job", FullSize]:
+        """The job without its full-size arrays, and those arrays."""
+        return replace(self, original=None, alpha=None), FullSize(self.original, self.alpha)
+
+    def with_full_size(self, full_size: FullSize) -> "Job":
+        """The job with full-size arrays put back (the Postprocessor's input)."""
+        return replace(self, original=full_size.original, alpha=full_size.alpha)
 
     def record_wait(self, stage: str) -> None:
         """Notes how long the job took to reach ``stage`` since it was handed over."""

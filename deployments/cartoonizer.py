@@ -2,8 +2,10 @@
 
 import asyncio
 import itertools
+import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -11,10 +13,16 @@ import ray
 import torch
 from ray import serve
 
+from cartoon.inference import choose_mode, forward_threads
 from cartoon.pipeline import Job
 from cartoon.styles import StyleRegistry, Stylizer, resolve_device
 from deployments import metrics
+from deployments.batching import BatchWaitTuner, LaunchCounter
 from deployments.settings import AppArgs, BatchingConfig
+from deployments.simulated import SimulatedStylizer
+
+_logger = logging.getLogger("ray.serve")
+
 
 @dataclass(frozen=True)
 class _BatchRecord:
@@ -33,52 +41,111 @@ class _BatchRecord:
 class Cartoonizer:
     """Stylizes head crops and background pieces.
 
-    Each request's pieces enter ``_stylize_pieces`` one by one, so a batch holds
-    pieces of every request in flight on this replica. Serve splits batches by
-    multiplexed model id, so a batch never mixes styles; inside a batch, pieces are
-    grouped by kind and shape, since one forward pass needs one tensor shape.
+    Each request's pieces enter a batch queue one by one, heads and background pieces
+    in queues of their own, so a batch holds pieces of every request in flight on this
+    replica and of one kind. Serve splits batches by multiplexed model id, so a batch
+    never mixes styles; inside a batch, pieces are grouped by shape (the CPU config's
+    whole backgrounds differ), since one forward pass needs one tensor shape. One
+    forward runs at a time, on one thread, whichever queue its batch came from.
     """
 
     def __init__(self, args: AppArgs):
         self.registry = StyleRegistry.from_directory(args.styles_dir)
         self.device = resolve_device(args.device)
+        self.precision = args.precision
         resources = ray.get_runtime_context().get_assigned_resources()
+        self.max_threads = 1
         if self.device.type == "cuda":
             fraction = args.gpu_memory_fraction or min(1.0, resources.get("GPU", 1.0))
             # Ray shares the GPU by bookkeeping only; the cap keeps replicas apart.
             torch.cuda.set_per_process_memory_fraction(fraction, self.device)
         else:
-            torch.set_num_threads(args.cpu_threads or max(1, math.ceil(resources.get("CPU", 1.0))))
+            self.max_threads = args.cpu_threads or max(1, math.ceil(resources.get("CPU", 1.0)))
+        simulated = SimulatedStylizer(**self.simulated.model_dump()) if self.simulated else None
+        self.mode = simulated.mode if simulated else choose_mode(self.device, self.precision)
+        _logger.info("UNet inference: %s, up to %d CPU threads per forward", self.mode.describe(), self.max_threads)
+        # One forward at a time: the head and background queues share the model.
+        self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet")
         self._batch_ids = itertools.count()
+        self._tokens = itertools.count()
+        self._images_in_flight = 0
+        self.batching = BatchingConfig()
+        self.tuner = BatchWaitTuner(self.batching.max_batch_size, self.batching.batch_wait_timeout_s, False, 1.0)
+        self.launches = LaunchCounter()
+        self.batch_wait_s = self.batching.batch_wait_timeout_s
 
-        async def load(style: str) -> Stylizer:
-            return await asyncio.to_thread(Stylizer.from_style, self.registry.get(style), self.device)
+        async def load(style: str) -> Stylizer | SimulatedStylizer:
+            if simulated:
+                return simulated
+            return await asyncio.to_thread(
+                Stylizer.from_style, self.registry.get(style), self.device, self.precision
+            )
 
         # Wrapped here rather than decorated, so the LRU size can come from the config.
         self._load_style = serve.multiplexed(max_num_models_per_replica=args.styles_per_replica)(load)
 
     def reconfigure(self, config: dict) -> None:
-        batching = BatchingConfig(**config)
-        self._stylize_pieces.set_max_batch_size(batching.max_batch_size)
-        self._stylize_pieces.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        self.batching = BatchingConfig(**config)
+        self.tuner = BatchWaitTuner(
+            self.batching.max_batch_size,
+            self.batching.batch_wait_timeout_s,
+            self.batching.adaptive_batch_wait,
+            self.batching.max_batch_wait_s,
+        )
+        for queue in (self._stylize_heads, self._stylize_backgrounds):
+            queue.set_max_batch_size(self.batching.max_batch_size)
+        self._set_batch_wait(self.batching.batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def _stylize_pieces(self, pieces: list[tuple[str, np.ndarray]]) -> list[tuple[np.ndarray, _BatchRecord]]:
+    def _set_batch_wait(self, wait_s: float) -> None:
+        self.batch_wait_s = wait_s
+        for queue in (self._stylize_heads, self._stylize_backgrounds):
+            queue.set_batch_wait_timeout_s(wait_s)
+
+    def _forward(self, stylizer, kind: str, batch: np.ndarray, tokens: list[int]) -> tuple[np.ndarray, float]:
+        """One forward pass on the model thread; returns the output and its seconds."""
+        self.launches.launched(kind, tokens, self.batching.max_batch_size)
+        if self.device.type == "cpu":
+            torch.set_num_threads(forward_threads(self.max_threads, self._images_in_flight))
+        start = time.perf_counter()
+        output = stylizer.run(batch, kind)
+        return output, time.perf_counter() - start
+
+    async def _run_batch(self, kind: str, pieces: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, _BatchRecord]]:
         stylizer = await self._load_style(serve.get_multiplexed_model_id() or self.registry.default)
         groups: dict[tuple, list[int]] = {}
-        for index, (kind, array) in enumerate(pieces):
-            groups.setdefault((kind, array.shape), []).append(index)
+        for index, (_, array) in enumerate(pieces):
+            groups.setdefault(array.shape, []).append(index)
         results: list = [None] * len(pieces)
-        for (kind, _), indices in groups.items():
+        loop = asyncio.get_running_loop()
+        for shape, indices in groups.items():
             batch = np.stack([pieces[i][1] for i in indices])  # (B, H, W, 3) uint8
-            start = time.perf_counter()
-            # In a thread, so the event loop keeps queueing the next batch meanwhile.
-            outputs = await asyncio.to_thread(stylizer.run, batch, kind)
-            record = _BatchRecord(next(self._batch_ids), len(indices), (time.perf_counter() - start) * 1000.0)
+            tokens = [pieces[i][0] for i in indices]
+            # On the model thread, so the event loop keeps forming the next batches meanwhile.
+            outputs, seconds = await loop.run_in_executor(
+                self._forward_thread, self._forward, stylizer, kind, batch, tokens
+            )
+            self.tuner.observe((kind,) + shape, len(indices), seconds)
+            record = _BatchRecord(next(self._batch_ids), len(indices), seconds * 1000.0)
             metrics.record_unet_batch(kind, len(indices))
             for i, output in zip(indices, outputs):
                 results[i] = (output, record)
+        self._retune()
         return results
+
+    def _retune(self) -> None:
+        wait_s = self.tuner.wait_s()
+        if abs(wait_s - self.batch_wait_s) > 0.1 * wait_s + 1e-4:  # not on every jitter
+            self._set_batch_wait(wait_s)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def _stylize_heads(self, pieces: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, _BatchRecord]]:
+        return await self._run_batch("head", pieces)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def _stylize_backgrounds(
+        self, pieces: list[tuple[int, np.ndarray]]
+    ) -> list[tuple[np.ndarray, _BatchRecord]]:
+        return await self._run_batch("background", pieces)
 
     async def stylize(self, job: Job) -> Job:
         """Returns the job with its head crops and background pieces stylized."""
@@ -86,7 +153,19 @@ class Cartoonizer:
         start = time.perf_counter()
         stylizer = await self._load_style(serve.get_multiplexed_model_id() or self.registry.default)
         pieces = [("head", crop) for crop in job.heads] + [("background", piece) for piece in job.background]
-        outputs = await asyncio.gather(*(self._stylize_pieces(piece) for piece in pieces))
+        tokens = [next(self._tokens) for _ in pieces]
+        for token, (kind, _) in zip(tokens, pieces):
+            self.launches.arrived(kind, [token])
+        queues = {"head": self._stylize_heads, "background": self._stylize_backgrounds}
+        self._images_in_flight += 1
+        try:
+            outputs = await asyncio.gather(
+                *(queues[kind]((token, piece)) for token, (kind, piece) in zip(tokens, pieces))
+            )
+        finally:
+            self._images_in_flight -= 1
+            for token, (kind, _) in zip(tokens, pieces):
+                self.launches.forget(kind, [token])
         batches = {record.batch_id: record for _, record in outputs}
         timings = dict(job.timings)
         timings["unet"] = (time.perf_counter() - start) * 1000.0
@@ -103,7 +182,26 @@ class Cartoonizer:
             paste_mask=stylizer.paste_mask,
         )
 
-    async def styles_loaded(self) -> bool:
-        """Loads the default style, so readiness means the model can really run."""
+    async def styles_loaded(self) -> dict:
+        """Loads the default style, so readiness means the model can really run.
+
+        Returns:
+            How the UNet runs here (``InferenceMode.describe``), for ``/readyz``.
+        """
         await self._load_style(self.registry.default)
-        return True
+        return {**self.mode.describe(), "max_cpu_threads": self.max_threads}
+
+    def batching_stats(self) -> dict:
+        """This replica's launches so far and its current batch wait (for the benchmarks)."""
+        cost = {
+            "x".join(map(str, shape)): vars(fitted)
+            for shape in self.tuner.shapes()
+            if (fitted := self.tuner.cost(shape)) is not None
+        }
+        return {
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "batch_wait_s": self.batch_wait_s,
+            "max_batch_size": self.batching.max_batch_size,
+            "forward_cost": cost,
+            **self.launches.snapshot(),
+        }

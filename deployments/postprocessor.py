@@ -2,7 +2,7 @@
 
 from ray import serve
 
-from cartoon.pipeline import Composer, Job, Result
+from cartoon.pipeline import Composer, FullSize, Job, Result
 from deployments import metrics
 
 
@@ -11,8 +11,9 @@ class Postprocessor:
     def __init__(self):
         self.composer = Composer()
 
-    def compose(self, job: Job) -> Result:
-        result = self.composer.compose(job)
+    def compose(self, job: Job, full_size: FullSize) -> Result:
+        """Composes the stylized ``job`` with the full-size arrays the FaceAligner made."""
+        result = self.composer.compose(job.with_full_size(full_size))
         metrics.record_stages(result.timings, metrics.POSTPROCESSOR_STAGES)
         return result
 

@@ -10,6 +10,16 @@ from cartoon.pipeline import PipelineSettings
 from cartoon.styles import DEFAULT_STYLES_DIR
 
 
+class SimulatedForward(BaseModel):
+    """BENCHMARKS AND TESTS ONLY: the UNet replaced by a sleep (deployments/simulated.py)."""
+
+    model_config = {"extra": "forbid"}
+
+    fixed_ms: float = Field(ge=0, description="cost of any forward pass")
+    ms_per_megapixel: float = Field(ge=0, description="added cost per million input pixels of the batch")
+    device_lock: str | None = Field(None, description="file locked during a forward: replicas sharing it take turns")
+
+
 class AppArgs(BaseModel):
     """Arguments of ``build_app``: the ``args`` block of a Serve config."""
 
@@ -37,6 +47,9 @@ class AppArgs(BaseModel):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="width * height limit from the header (413)")
     max_batch_items: int = Field(32, ge=1, description="images in one /v1/cartoonize/batch request")
     request_timeout_s: float = Field(60.0, gt=0, description="a request still running after this gets 504")
+    simulated_forward: SimulatedForward | None = Field(
+        None, description="BENCHMARKS AND TESTS ONLY: replace the UNet by a calibrated sleep"
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503 when queues are full")
 
     def pipeline_settings(self) -> PipelineSettings:
@@ -63,4 +76,10 @@ class BatchingConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
     max_batch_size: int = Field(8, ge=1, description="pieces (head crops or tiles) per UNet forward")
-    batch_wait_timeout_s: float = Field(0.02, ge=0, description="how long a batch waits to fill")
+    batch_wait_timeout_s: float = Field(
+        0.02, ge=0, description="how long a batch waits to fill (the start value when adaptive)"
+    )
+    adaptive_batch_wait: bool = Field(
+        False, description="set the wait from measured forward times (deployments/batching.py)"
+    )
+    max_batch_wait_s: float = Field(0.5, gt=0, description="upper bound of the adaptive wait")

@@ -164,9 +164,13 @@ class Ingress:
         async def run() -> Result:
             images.probe(data, self.args.max_pixels)  # refuse early, before any replica decodes
             prepared = self.aligner.prepare.remote(data, options)
-            stylized = self.cartoonizer.options(multiplexed_model_id=style).stylize.remote(prepared)
-            composed = self.postprocessor.compose.remote(stylized)
-            responses.extend((prepared, stylized, composed))
+            responses.append(prepared)
+            # The full-size original and alpha go to the Postprocessor only: the
+            # Cartoonizer never reads them, and they are the job's largest arrays.
+            pieces, full_size = (await prepared).split_full_size()
+            stylized = self.cartoonizer.options(multiplexed_model_id=style).stylize.remote(pieces)
+            composed = self.postprocessor.compose.remote(stylized, full_size)
+            responses.extend((stylized, composed))
             return await composed
 
         start = time.perf_counter()
@@ -257,13 +261,14 @@ class Ingress:
             "Cartoonizer": self.cartoonizer.options(multiplexed_model_id=self.registry.default).styles_loaded.remote(),
             "Postprocessor": self.postprocessor.ping.remote(),
         }
-        failed = []
+        failed, answers = [], {}
         for name, response in checks.items():
             try:
-                await asyncio.wait_for(response, 10.0)
+                answers[name] = await asyncio.wait_for(response, 10.0)
             except Exception:  # any failure means not ready, whatever its kind
                 response.cancel()
                 failed.append(name)
         if failed:
             return ApiError(503, "not_ready", f"not ready: {', '.join(failed)}", {"Retry-After": "5"}).response()
-        return JSONResponse({"status": "ready"})
+        # How the UNet runs (precision, memory format, threads, and why): chosen at start-up.
+        return JSONResponse({"status": "ready", "inference": answers["Cartoonizer"]})

@@ -76,3 +76,15 @@ def test_output_formats(pipeline, astronaut, format):
 
 def test_two_faces_both_stylized(pipeline):
     assert len(pipeline(photos.two_faces()).faces) == 2
+
+
+def test_full_size_arrays_travel_apart_from_the_pieces(pipeline, astronaut):
+    job = pipeline.preparer.prepare_array(astronaut, Options(strength=0.5), alpha=astronaut[..., 0].copy())
+    pieces, full_size = job.split_full_size()
+    assert pieces.original is None and pieces.alpha is None
+    assert pieces.heads is job.heads and pieces.background is job.background
+    assert full_size.original.shape == astronaut.shape and full_size.alpha.shape == astronaut.shape[:2]
+    stylized = stylize_job(pieces, pipeline.stylizer(None))
+    served = pipeline.composer.compose(stylized.with_full_size(full_size))
+    in_one_piece = pipeline.composer.compose(stylize_job(job, pipeline.stylizer(None)))
+    assert served.data == in_one_piece.data
