@@ -24,13 +24,15 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from benchmarks import common
 from benchmarks.common import fmt
 from cartoon import unet as unet_module
+from cartoon.inference import InferenceMode, choose_mode
 from cartoon.styles import StyleRegistry, Stylizer
-from cartoon.unet import UNetConfig, UNetGenerator, guided_filter, load_generator, random_generator
+from cartoon.unet import UNetConfig, UNetGenerator, load_generator, random_generator
 
 SHAPES = {"head": 288, "tile": 384, "background": 720}
 
@@ -55,37 +57,36 @@ class Variant:
     Attributes:
         precision: "fp32", "bf16" or "fp16" (weights and activations; the guided filter
             always runs in fp32).
-        channels_last: NHWC memory format for weights and input. For the "stylizer"
-            runner it is the Stylizer's own flag (False is its CPU default, although the
-            permuted uint8 input then makes the forward run channels-last anyway).
+        channels_last: NHWC memory format for weights and input.
         runner: "eager"; "stylizer" (``Stylizer.run`` on uint8 numpy, as the Cartoonizer
-            calls it: conversion and host<->device copies included; its precision is the
-            Stylizer's own); "cuda_graph" (captured once per shape, replayed);
+            calls it: conversion and host<->device copies included; the served path when
+            precision and layout are those ``cartoon.inference.choose_mode`` picks);
+            "cuda_graph" (captured once per shape, replayed);
             "compile" (torch.compile, default mode); "compile_graphs" (mode "reduce-overhead").
         cudnn_benchmark: let cuDNN time its algorithms per shape (CUDA only).
-        nchw_filter: a proposed change, not in cartoon/unet.py yet: the guided filter
-            runs on NCHW copies, since its 3-channel box means are slow in NHWC.
+        pooled_box_mean: the guided filter's box means as they were before the
+            separable sums: ``avg_pool2d`` (to show what the change buys).
     """
 
     precision: str
     channels_last: bool
     runner: str = "eager"
     cudnn_benchmark: bool = True
-    nchw_filter: bool = False
+    pooled_box_mean: bool = False
 
     @property
     def name(self) -> str:
         parts = [self.precision, "NHWC" if self.channels_last else "NCHW", self.runner]
-        if self.nchw_filter:
-            parts.append("+NCHW filter")
+        if self.pooled_box_mean:
+            parts.append("avg_pool filter")
         if not self.cudnn_benchmark:
             parts.append("no-cudnn-bench")
         return " ".join(parts)
 
 
-def nchw_guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """``unet.guided_filter`` on NCHW copies of its inputs (the proposed fix)."""
-    return guided_filter(guide.contiguous(), src.contiguous(), radius, eps)
+def pooled_box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """The box mean as ``cartoon/unet.py`` computed it before its separable sums."""
+    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
 
 
 @dataclass(frozen=True)
@@ -122,12 +123,11 @@ HEADERS = ["variant", "threads", "input", "batch", "ms/batch", "img/s", "peak Mi
 
 
 def load_model(styles_dir: str | None, width: int) -> tuple[UNetGenerator, str]:
-    """The default style's head model when a registry exists, else random weights of ``width``."""
-    directory = Path(styles_dir) if styles_dir else common.DEFAULT_STYLES_DIR
-    if (directory / "registry.json").is_file():
-        style = StyleRegistry.from_directory(directory).get(None)
-        return load_generator(style.head), f"style {style.name!r} head model, width {style.width}"
-    return random_generator(UNetConfig(width=width)), f"random weights, width {width} (no registry.json)"
+    """Random weights of ``width`` when it is set, else the registry's default head model."""
+    if width:
+        return random_generator(UNetConfig(width=width)), f"random weights, width {width}"
+    style = StyleRegistry.from_directory(styles_dir or common.DEFAULT_STYLES_DIR).get(None)
+    return load_generator(style.head), f"style {style.name!r} head model, width {style.width}"
 
 
 def conv_macs(model: UNetGenerator, side: int) -> int:
@@ -207,7 +207,8 @@ def make_runner(variant: Variant, model: UNetGenerator, device: torch.device, si
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (batch, side, side, 3), dtype=torch.uint8, generator=generator)
     if variant.runner == "stylizer":
-        stylizer = Stylizer(model, model, device, channels_last=variant.channels_last)
+        mode = InferenceMode(device, variant.precision, variant.channels_last, "benchmark variant")
+        stylizer = Stylizer(model, model, device, mode)
         array = pixels.numpy()
         return lambda: stylizer.run(array, "head")
     dtype = DTYPES[variant.precision]
@@ -281,8 +282,8 @@ def prepare_call(case: Case, base: UNetGenerator, device: torch.device):
     model.eval()
 
     def context():
-        if case.variant.nchw_filter:
-            return mock.patch.object(unet_module, "guided_filter", nchw_guided_filter)
+        if case.variant.pooled_box_mean:
+            return mock.patch.object(unet_module, "box_mean", pooled_box_mean)
         return nullcontext()
 
     with torch.inference_mode(), context():
@@ -366,16 +367,16 @@ def cpu_plan(args) -> list[Case]:
     batches = {"head": [1, 2, 4, 8], "tile": [1, 4], "background": [1, 2]}
     if args.batches:
         batches = {shape: common.parse_ints(args.batches) for shape in SHAPES}
+    served = choose_mode(torch.device("cpu"))
     variants = [
-        Variant("fp32", False, "stylizer"),  # what the Cartoonizer runs on a CPU today
+        Variant("fp32", True, "stylizer", pooled_box_mean=True),  # what the Cartoonizer ran before
         Variant("fp32", False),
-        Variant("fp32", True),
-        Variant("fp32", True, nchw_filter=True),
+        Variant("fp32", True, "stylizer"),  # the fp32 reference path
+        Variant("bf16", True, "stylizer", pooled_box_mean=True),
+        Variant(served.precision, served.channels_last, "stylizer"),  # the served path
     ]
-    if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():
-        variants.append(Variant("bf16", True, nchw_filter=True))
     if args.compile:
-        variants.append(Variant("fp32", True, "compile"))
+        variants.append(Variant(served.precision, served.channels_last, "compile"))
     return [
         Case(variant, shape, batch, threads)
         for threads in common.parse_ints(args.threads)
@@ -393,8 +394,8 @@ def gpu_plan(args) -> list[Case]:
     plan += [(fp16, "background", b) for b in (1, 4, 8)]
     served = Variant("fp16", True, "stylizer", cudnn_benchmark=False)  # the Cartoonizer's path today
     plan += [(served, "head", b) for b in (8, 32, 128)] + [(served, "tile", 32)]
-    nchw_filter = Variant("fp16", True, nchw_filter=True)
-    plan += [(nchw_filter, "head", b) for b in (1, 32, 128)] + [(nchw_filter, "tile", 32)]
+    pooled = Variant("fp16", True, pooled_box_mean=True)
+    plan += [(pooled, "head", b) for b in (1, 32, 128)] + [(pooled, "tile", 32)]
     plan += [(Variant("fp16", True, "stylizer"), "head", b) for b in (32, 128)]
     plan += [(Variant("fp16", True, cudnn_benchmark=False), "head", b) for b in (32, 128)]
     graphs = Variant("fp16", True, "cuda_graph")
@@ -444,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
                         help="cpu (default) or gpu (needs CUDA; bounded by --budget-s)")
     parser.add_argument("--styles-dir", help="time the default style's model from here (default: shipped styles)")
-    parser.add_argument("--width", type=int, default=16, help="UNet width when there is no registry.json")
+    parser.add_argument("--width", type=int, default=0,
+                        help="time random weights of this UNet width (32: the DCT-Net import's) instead of a style")
     parser.add_argument("--shapes", default="head,tile,background", help="of head (288), tile (384), background (720)")
     parser.add_argument("--batches", help="batch sizes for every shape (default: a per-shape sweep)")
     parser.add_argument("--threads", default="1,2", help="CPU torch thread counts to sweep")
