@@ -246,11 +246,13 @@ def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = No
 
 
 @contextmanager
-def served_graph(config: dict, ray_cpus: int | None = None, ready_timeout_s: float = 300.0):
+def served_graph(config: dict, ray_cpus: int | None = None, ready_timeout_s: float = 300.0,
+                 ray_gpus: int | None = None):
     """Deploys ``config`` in this process the way ``serve run`` does; yields the base URL.
 
     Like tests/integration/conftest.py: start Ray, then ``serve_app.local.deploy_config``.
-    The HTTP port is a free one.
+    The HTTP port is a free one; every application's ``/readyz`` must answer 200 first.
+    ``ray_gpus`` declares logical GPUs (for a simulated forward on a machine without one).
     """
     import ray
     from ray import serve
@@ -266,6 +268,7 @@ def served_graph(config: dict, ray_cpus: int | None = None, ready_timeout_s: flo
     temp_dir = tempfile.mkdtemp(prefix="raybench")
     ray.init(
         num_cpus=ray_cpus or os.cpu_count(),
+        num_gpus=ray_gpus,
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.WARNING,
@@ -274,7 +277,8 @@ def served_graph(config: dict, ray_cpus: int | None = None, ready_timeout_s: flo
     try:
         deploy_config(config)
         url = f"http://127.0.0.1:{port}"
-        wait_ready(f"{url}/readyz", ready_timeout_s)
+        for app in config["applications"]:
+            wait_ready(f"{url}{app.get('route_prefix', '/').rstrip('/')}/readyz", ready_timeout_s)
         yield url
     finally:
         serve.shutdown()

@@ -142,8 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         log("deploying three copies of serve_config.yaml ...")
         # Logical CPUs for three copies at full scale; only one copy is busy at a time.
         with common.served_graph(config, ray_cpus=3 * 2, ready_timeout_s=600) as url:
-            for name in COPIES:
-                common.wait_ready(f"{url}/{name}/readyz", 600)
             ready = {name: httpx.get(f"{url}/{name}/readyz", timeout=30).json() for name in COPIES}
             urls = {name: f"{url}/{name}{common.CARTOONIZE_PATH}" for name in COPIES}
             log(f"up after {time.perf_counter() - started:.0f} s; warming up ...")

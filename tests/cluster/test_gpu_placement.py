@@ -1,4 +1,4 @@
-"""Fractional-GPU placement: quarter-GPU Cartoonizers on a CPU head plus one GPU worker."""
+"""GPU placement: configs/gpu.yaml's Cartoonizers on a CPU head plus one GPU worker."""
 
 import httpx
 import pytest
@@ -37,7 +37,7 @@ def config(port: int, cartoonizers: int, aligners: int = 1) -> dict:
 
 
 def cartoonizer_gpus() -> float:
-    """The Cartoonizer's num_gpus in configs/gpu.yaml (0.25: four replicas per GPU)."""
+    """The Cartoonizer's num_gpus in configs/gpu.yaml (1: one replica holds the GPU)."""
     (app,) = gpu_node_config(port=0, deployments={})["applications"]
     (cartoonizer,) = [d for d in app["deployments"] if d["name"] == "Cartoonizer"]
     return cartoonizer["ray_actor_options"]["num_gpus"]
@@ -49,7 +49,7 @@ def cartoonizer_nodes() -> dict[str, str]:
     return {actor.actor_id: actor.node_id for actor in actors}
 
 
-def test_a_full_gpu_of_quarter_replicas_all_land_on_the_gpu_node(two_nodes):
+def test_a_full_gpu_of_replicas_all_land_on_the_gpu_node(two_nodes):
     gpu_node, port = two_nodes
     per_gpu = round(1 / cartoonizer_gpus())
     deploy_config(config(port, per_gpu))
