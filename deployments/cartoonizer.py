@@ -61,7 +61,7 @@ class Cartoonizer:
             torch.cuda.set_per_process_memory_fraction(fraction, self.device)
         else:
             self.max_threads = args.cpu_threads or max(1, math.ceil(resources.get("CPU", 1.0)))
-        simulated = SimulatedStylizer(**self.simulated.model_dump()) if self.simulated else None
+        simulated = SimulatedStylizer(**args.simulated_forward.model_dump()) if args.simulated_forward else None
         self.mode = simulated.mode if simulated else choose_mode(self.device, self.precision)
         _logger.info("UNet inference: %s, up to %d CPU threads per forward", self.mode.describe(), self.max_threads)
         # One forward at a time: the head and background queues share the model.
