@@ -6,8 +6,10 @@ import base64
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from cartoon import images
+from cartoon.inference import choose_mode
 from cartoon.pipeline import Options, Pipeline
 from cartoon.styles import StyleRegistry
 from deployments.settings import AppArgs
@@ -94,7 +96,12 @@ def test_styles_health_and_readiness(client):
     styles = client.get("/v1/styles").json()
     assert styles["default"] in [style["name"] for style in styles["styles"]]
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    # The inference mode chosen at start-up, as cartoon.inference picks it on this CPU.
+    expected = choose_mode(torch.device("cpu")).describe()
+    assert {key: ready.json()["inference"][key] for key in expected} == expected
+    assert ready.json()["inference"]["max_cpu_threads"] == 2
     assert "/v1/cartoonize" in client.get("/openapi.json").json()["paths"]
     assert client.get("/docs").status_code == 200
 
