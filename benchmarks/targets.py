@@ -3,17 +3,19 @@
     python -m benchmarks.targets                        # about 6 minutes on a quiet 2-core machine
     python -m benchmarks.targets --rounds 1 --requests 8   # smoke run
 
-One Serve instance holds three copies of serve_config.yaml's app, each under its own
+One Serve instance holds four copies of serve_config.yaml's app, each under its own
 route prefix and otherwise as shipped:
 
 - ``fast``: serve_config.yaml itself (the inference mode ``cartoon.inference`` picks);
+- ``fast_1thread``: the same with ``args.cpu_threads: 1`` (one torch thread always), to
+  see what the second thread at c=1 buys on the machine at hand;
 - ``fp32``: the same with ``args.precision: fp32``, the reference path;
 - ``w32``: the fast path on a DCT-Net-shaped model (UNet width 32, 4x the FLOPs; random
   weights, since only the time is measured).
 
 Only one copy is loaded at a time; idle replicas cost nothing. Per round, in rotated
 order: each 1024 px portrait once per copy at c=1, then a closed-loop level at c=8 for
-``fast`` and ``fp32``. Targets (issue 13): 1024 px at c=1 <= 0.4 s with the default
+every copy but ``w32``. Targets (issue 13): 1024 px at c=1 <= 0.4 s with the default
 style; c=8 >= 3 images/s; width 32 at c=1 <= 1.5 s. The share of the CPU's peak is the
 convolution FLOPs of a request's pieces over its ``unet_compute`` time.
 """
@@ -39,8 +41,8 @@ from benchmarks.unet import SHAPES, conv_macs, peak_tflops
 TARGET_C1_S = 0.4
 TARGET_C8_IMAGES_PER_S = 3.0
 TARGET_W32_C1_S = 1.5
-COPIES = ("fast", "fp32", "w32")
-LOADED_COPIES = ("fast", "fp32")
+COPIES = ("fast", "fast_1thread", "fp32", "w32")
+LOADED_COPIES = ("fast", "fast_1thread", "fp32")
 
 
 def log(text: str) -> None:
@@ -72,6 +74,7 @@ def build_config(config: dict, w32_dir: Path) -> dict:
     (app,) = config["applications"]
     config["applications"] = [
         copy_app(app, "fast", {}),
+        copy_app(app, "fast_1thread", {"cpu_threads": 1}),
         copy_app(app, "fp32", {"precision": "fp32"}),
         copy_app(app, "w32", {"styles_dir": str(w32_dir)}),
     ]
@@ -100,7 +103,10 @@ def verdict(value: float, limit: float, at_most: bool) -> str:
 
 
 def peak_share(samples: list[Sample], gflop: dict[str, float], precision: str, threads: int) -> float:
-    """Mean achieved convolution GFLOP/s over ``unet_compute``, as % of the peak of ``threads`` cores."""
+    """Mean achieved convolution GFLOP/s over ``unet_compute``, as % of the peak of ``threads`` cores.
+
+    At c=1 a forward of the fast copies runs on up to ``threads`` threads; fast_1thread's on one.
+    """
     import torch
 
     rates = [gflop[s.photo] / (s.timings["unet_compute"] / 1e3) for s in samples if s.timings.get("unet_compute")]
@@ -131,17 +137,17 @@ def main(argv: list[str] | None = None) -> int:
         "fast": {p.name: gflop_per_request(p, settings, 16) for p in photos},
         "w32": {p.name: gflop_per_request(p, settings, 32) for p in photos},
     }
-    gflop["fp32"] = gflop["fast"]
-    precision = {"fast": fast_precision, "fp32": "fp32", "w32": fast_precision}
+    gflop["fp32"] = gflop["fast_1thread"] = gflop["fast"]
+    precision = {"fast": fast_precision, "fast_1thread": fast_precision, "fp32": "fp32", "w32": fast_precision}
     started = time.perf_counter()
     description = common.machine_description()
     c1: dict[str, list[Sample]] = {name: [] for name in COPIES}
     levels: dict[str, list[Level]] = {name: [] for name in LOADED_COPIES}
     with tempfile.TemporaryDirectory(prefix="w32_style") as w32_dir:
         config = build_config(base, width32_registry(Path(w32_dir)))
-        log("deploying three copies of serve_config.yaml ...")
-        # Logical CPUs for three copies at full scale; only one copy is busy at a time.
-        with common.served_graph(config, ray_cpus=3 * 2, ready_timeout_s=600) as url:
+        log(f"deploying {len(COPIES)} copies of serve_config.yaml ...")
+        # Logical CPUs for every copy at full scale; only one copy is busy at a time.
+        with common.served_graph(config, ray_cpus=len(COPIES) * 2, ready_timeout_s=600) as url:
             ready = {name: httpx.get(f"{url}/{name}/readyz", timeout=30).json() for name in COPIES}
             urls = {name: f"{url}/{name}{common.CARTOONIZE_PATH}" for name in COPIES}
             log(f"up after {time.perf_counter() - started:.0f} s; warming up ...")
@@ -163,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"load average {os.getloadavg()[0]:.1f}")
                     for photo_index, photo in enumerate(photos):
                         shift = round_index + photo_index
-                        for name in COPIES[shift % 3:] + COPIES[:shift % 3]:
+                        for name in COPIES[shift % len(COPIES):] + COPIES[:shift % len(COPIES)]:
                             c1[name].append(one(name, photo))
-                    order = LOADED_COPIES if round_index % 2 == 0 else LOADED_COPIES[::-1]
-                    for name in order:
+                    shift = round_index % len(LOADED_COPIES)
+                    for name in LOADED_COPIES[shift:] + LOADED_COPIES[:shift]:
                         time.sleep(args.settle_s)
                         level = asyncio.run(run_level(urls[name], photos, args.concurrency, args.requests))
                         levels[name].append(level)
@@ -187,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([
             name, precision[name], len(lat), fmt(common.median(lat) * 1000, 0), fmt(mean(lat) * 1000, 0),
             fmt(common.percentile(lat, 95) * 1000, 0), fmt(stage["unet_compute"], 0), fmt(stage["encode"], 0),
-            fmt(peak_share([s for s in c1[name] if s.ok], gflop[name], precision[name], threads), 0),
+            fmt(peak_share([s for s in c1[name] if s.ok], gflop[name], precision[name],
+                           1 if name == "fast_1thread" else threads), 0),
             fmt(common.median(rates(name)), 2) if name in levels else "-",
             " / ".join(fmt(rate, 2) for rate in rates(name)) if name in levels else "-",
         ])
@@ -197,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
           + "; ".join(f"{name}: {ready[name].get('inference')}" for name in COPIES) + "\n")
     print(common.markdown_table(
         ["copy", "precision", "n c=1", "p50 ms c=1", "mean ms c=1", "p95 ms c=1", "unet_compute ms",
-         "encode ms", f"% of {threads}-core peak (UNet)", f"img/s c={args.concurrency} (median)", "per round"],
+         "encode ms", "% of peak (UNet, cores used)", f"img/s c={args.concurrency} (median)", "per round"],
         rows))
     fast_c1 = common.median(latencies("fast"))
     w32_c1 = common.median(latencies("w32"))
