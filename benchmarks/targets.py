@@ -1,4 +1,4 @@
-"""The CPU targets end to end over HTTP, side by side in one run: fast path, fp32, width 32.
+"""The CPU targets end to end over HTTP, side by side in one run: fast path, 1 thread, fp32, width 32.
 
     python -m benchmarks.targets                        # about 6 minutes on a quiet 2-core machine
     python -m benchmarks.targets --rounds 1 --requests 8   # smoke run
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrency of the throughput levels")
     parser.add_argument("--settle-s", type=float, default=3.0, help="pause before each throughput level")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a serve_config.yaml override applied to all three copies (see benchmarks.compare)")
+                        help="a serve_config.yaml override applied to every copy (see benchmarks.compare)")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/targets.json)")
     args = parser.parse_args(argv)
 
