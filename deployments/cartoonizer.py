@@ -69,10 +69,8 @@ class Cartoonizer:
         self._batch_ids = itertools.count()
         self._tokens = itertools.count()
         self._images_in_flight = 0
-        self.batching = BatchingConfig()
-        self.tuner = BatchWaitTuner(self.batching.max_batch_size, self.batching.batch_wait_timeout_s, False, 1.0)
         self.launches = LaunchCounter()
-        self.batch_wait_s = self.batching.batch_wait_timeout_s
+        self.reconfigure(BatchingConfig().model_dump())  # Serve then applies the user_config
 
         async def load(style: str) -> Stylizer | SimulatedStylizer:
             if simulated:
