@@ -4,10 +4,13 @@ The one place that decides it, so the Stylizer, the logs and ``/readyz`` agree. 
 behind the choices are in docs/BENCHMARKS.md ("Fast CPU path").
 """
 
+import copy
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -99,3 +102,46 @@ def forward_threads(max_threads: int, images_in_flight: int) -> int:
     docs/BENCHMARKS.md), so it runs on one.
     """
     return max_threads if images_in_flight <= 1 else 1
+
+
+# bf16 must stay this close to fp32 (levels of 255) on the probe, or a style runs fp32.
+# The probe's ramps are harsher than photos: toon 3 on it and at most 2 on the test
+# photos, comic 6 on both (tests/unit/test_inference.py holds the photos to 2).
+BF16_TOLERANCE = 3
+
+
+def _probe_picture() -> torch.Tensor:
+    """A fixed 288x288 picture (smooth noise over colour ramps), (1, 3, H, W) in [-1, 1] steps of 1/127.5."""
+    noise = torch.rand(1, 3, 36, 36, generator=torch.Generator().manual_seed(0))
+    smooth = F.interpolate(noise, size=(288, 288), mode="bicubic", align_corners=False)
+    ramp = torch.linspace(0.0, 1.0, 288)
+    ramps = torch.stack([ramp[None, :].expand(288, 288), ramp[:, None].expand(288, 288), 1 - ramp[None, :].expand(288, 288)])
+    picture = (0.6 * smooth + 0.4 * ramps[None]).clamp(0.0, 1.0).mul(255).round()
+    return picture.div(127.5).sub(1.0).contiguous(memory_format=torch.channels_last)
+
+
+def checked_bf16(mode: InferenceMode, generators: list[nn.Module]) -> InferenceMode:
+    """``mode`` (bf16) if every generator's bf16 output is within ``BF16_TOLERANCE`` of fp32 on a probe.
+
+    Styles differ: one shipped style measured 5-6/255 from fp32 in bf16 while the others
+    stayed within 2. The check costs two forwards of a 288 px picture per generator at load.
+
+    Args:
+        mode: the bf16 mode ``choose_mode`` picked.
+        generators: fp32 generators on the CPU (left unchanged).
+
+    Returns:
+        ``mode``, or fp32 with the measured difference as the reason.
+    """
+    probe = _probe_picture()
+    worst = 0
+    with torch.inference_mode():
+        for generator in generators:
+            levels = lambda out: out.clamp(-1.0, 1.0).add(1.0).mul(127.5).round()  # noqa: E731
+            reference = levels(generator.to(memory_format=torch.channels_last)(probe))
+            fast = copy.deepcopy(generator).to(torch.bfloat16)
+            worst = max(worst, int((levels(fast(probe.to(torch.bfloat16)).float()) - reference).abs().max()))
+    if worst <= BF16_TOLERANCE:
+        return mode
+    return InferenceMode(mode.device, "fp32", mode.channels_last,
+                         f"bf16 was {worst}/255 from fp32 on the probe (over {BF16_TOLERANCE}); fp32")

@@ -11,7 +11,7 @@ import torch
 from cartoon.background import PADDINGS
 from cartoon.constants import CROP_SIZE
 from cartoon.errors import WeightsError
-from cartoon.inference import InferenceMode, Precision, choose_mode
+from cartoon.inference import InferenceMode, Precision, checked_bf16, choose_mode
 from cartoon.unet import MODES, UNetGenerator, config_from_weights, load_generator, to_uint8
 
 DEFAULT_STYLES_DIR = Path(__file__).parent / "styles"
@@ -183,8 +183,11 @@ class Stylizer:
                 )
             generators[kind] = generator
         device = resolve_device(device) if isinstance(device, str) else device
+        mode = choose_mode(device, precision)
+        if precision == "auto" and mode.precision == "bf16":
+            mode = checked_bf16(mode, list(generators.values()))
         return cls(
-            generators["head"], generators["background"], device, choose_mode(device, precision),
+            generators["head"], generators["background"], device, mode,
             paste_mask=load_mask(style),
         )
 
