@@ -10,6 +10,7 @@ import torch
 
 from cartoon.background import PADDINGS
 from cartoon.constants import CROP_SIZE
+from cartoon.device import halve_on_out_of_memory, resolve_device
 from cartoon.errors import WeightsError
 from cartoon.unet import MODES, UNetGenerator, config_from_weights, load_generator, to_uint8
 
@@ -129,18 +130,12 @@ class StyleRegistry:
         return self.styles[name]
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" is CUDA when present, else CPU; anything else is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class Stylizer:
     """Runs one style's generators on batches of uint8 pieces, on one device.
 
     On CUDA the generators run in half precision and channels_last; on the CPU in
     fp32 (CPU half precision is slower, and channels_last is measured in the benchmarks).
+    A batch that runs out of CUDA memory is retried as two halves, once.
     """
 
     def __init__(
@@ -150,10 +145,11 @@ class Stylizer:
         device: str | torch.device = "auto",
         channels_last: bool | None = None,
         paste_mask: np.ndarray | None = None,
+        dtype: torch.dtype | None = None,
     ):
         self.paste_mask = paste_mask
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.device = resolve_device(str(device))
+        self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.models = {
@@ -180,7 +176,6 @@ class Stylizer:
             generators[kind] = generator
         return cls(generators["head"], generators["background"], device, paste_mask=load_mask(style))
 
-    @torch.inference_mode()
     def run(self, pieces: np.ndarray, kind: str) -> np.ndarray:
         """Stylizes a batch.
 
@@ -190,7 +185,14 @@ class Stylizer:
 
         Returns:
             (B, H, W, 3) uint8.
+
+        Raises:
+            DeviceOutOfMemoryError: the batch and its halves did not fit in GPU memory.
         """
+        return halve_on_out_of_memory(lambda part: self._forward(part, kind), pieces)
+
+    @torch.inference_mode()
+    def _forward(self, pieces: np.ndarray, kind: str) -> np.ndarray:
         batch = torch.from_numpy(np.ascontiguousarray(pieces)).to(self.device)
         batch = batch.permute(0, 3, 1, 2).to(self.dtype).div_(127.5).sub_(1.0)  # (B, 3, H, W)
         if self.channels_last:

@@ -11,8 +11,9 @@ import ray
 import torch
 from ray import serve
 
+from cartoon.device import cap_memory, resolve_device
 from cartoon.pipeline import Job
-from cartoon.styles import StyleRegistry, Stylizer, resolve_device
+from cartoon.styles import StyleRegistry, Stylizer
 from deployments import metrics
 from deployments.settings import AppArgs, BatchingConfig
 
@@ -41,12 +42,14 @@ class Cartoonizer:
 
     def __init__(self, args: AppArgs):
         self.registry = StyleRegistry.from_directory(args.styles_dir)
-        self.device = resolve_device(args.device)
-        resources = ray.get_runtime_context().get_assigned_resources()
+        context = ray.get_runtime_context()
+        resources = context.get_assigned_resources()
+        # CUDA only on a GPU Ray assigned: "auto" on a GPU host must not take a GPU
+        # that the scheduler may have given to another replica.
+        self.device = resolve_device(args.device, context.get_accelerator_ids().get("GPU", []))
         if self.device.type == "cuda":
-            fraction = args.gpu_memory_fraction or min(1.0, resources.get("GPU", 1.0))
             # Ray shares the GPU by bookkeeping only; the cap keeps replicas apart.
-            torch.cuda.set_per_process_memory_fraction(fraction, self.device)
+            cap_memory(self.device, resources.get("GPU", 0.0), args.gpu_memory_fraction)
         else:
             torch.set_num_threads(args.cpu_threads or max(1, math.ceil(resources.get("CPU", 1.0))))
         self._batch_ids = itertools.count()
