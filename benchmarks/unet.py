@@ -1,7 +1,7 @@
 """UNet micro-benchmark: batch sweeps per input size, precision, memory format, compile, CUDA graphs.
 
     python -m benchmarks.unet                  # CPU: fp32 with channels_last off and on, and more
-    python -m benchmarks.unet --preset gpu     # CUDA: the prepared GPU run, bounded to ~4 minutes
+    python -m benchmarks.unet --preset gpu     # CUDA: tests/gpu, then the prepared GPU run; ~8 minutes at most
     python -m benchmarks.unet --threads 1 --shapes head --batches 1,8   # a quick look
 
 Sizes: aligned head crops (288x288), background tiles (384x384, the GPU config's tile)
@@ -16,21 +16,19 @@ import argparse
 import math
 import resource
 import statistics
+import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
 
 import torch
 from torch import nn
 
 from benchmarks import common
 from benchmarks.common import fmt
-from cartoon import unet as unet_module
 from cartoon.styles import StyleRegistry, Stylizer
-from cartoon.unet import UNetConfig, UNetGenerator, guided_filter, load_generator, random_generator
+from cartoon.unet import UNetConfig, UNetGenerator, load_generator, random_generator
 
 SHAPES = {"head": 288, "tile": 384, "background": 720}
 
@@ -46,6 +44,11 @@ GPU_PEAKS = {
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Seconds a case needs beyond its timing (building): one is not started with less left.
 BUILD_RESERVE_S = {"compile": 90.0, "compile_graphs": 90.0}
+ROOT = Path(__file__).resolve().parents[1]
+# tests/gpu before the GPU run: each test at most TEST_TIMEOUT_S, all of them at most
+# GPU_TESTS_TIMEOUT_S (the per-test limit fires first, so Ray is shut down cleanly).
+GPU_TESTS_TIMEOUT_S = 240.0
+GPU_TEST_TIMEOUT_S = 150
 
 
 @dataclass(frozen=True)
@@ -63,29 +66,19 @@ class Variant:
             Stylizer's own); "cuda_graph" (captured once per shape, replayed);
             "compile" (torch.compile, default mode); "compile_graphs" (mode "reduce-overhead").
         cudnn_benchmark: let cuDNN time its algorithms per shape (CUDA only).
-        nchw_filter: a proposed change, not in cartoon/unet.py yet: the guided filter
-            runs on NCHW copies, since its 3-channel box means are slow in NHWC.
     """
 
     precision: str
     channels_last: bool
     runner: str = "eager"
     cudnn_benchmark: bool = True
-    nchw_filter: bool = False
 
     @property
     def name(self) -> str:
         parts = [self.precision, "NHWC" if self.channels_last else "NCHW", self.runner]
-        if self.nchw_filter:
-            parts.append("+NCHW filter")
         if not self.cudnn_benchmark:
             parts.append("no-cudnn-bench")
         return " ".join(parts)
-
-
-def nchw_guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """``unet.guided_filter`` on NCHW copies of its inputs (the proposed fix)."""
-    return guided_filter(guide.contiguous(), src.contiguous(), radius, eps)
 
 
 @dataclass(frozen=True)
@@ -280,16 +273,11 @@ def prepare_call(case: Case, base: UNetGenerator, device: torch.device):
     model.load_state_dict(base.state_dict())
     model.eval()
 
-    def context():
-        if case.variant.nchw_filter:
-            return mock.patch.object(unet_module, "guided_filter", nchw_guided_filter)
-        return nullcontext()
-
-    with torch.inference_mode(), context():
+    with torch.inference_mode():
         run = make_runner(case.variant, model, device, SHAPES[case.shape], case.batch)
 
     def call():
-        with torch.inference_mode(), context():
+        with torch.inference_mode():
             return run()
 
     return call
@@ -370,10 +358,9 @@ def cpu_plan(args) -> list[Case]:
         Variant("fp32", False, "stylizer"),  # what the Cartoonizer runs on a CPU today
         Variant("fp32", False),
         Variant("fp32", True),
-        Variant("fp32", True, nchw_filter=True),
     ]
     if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():
-        variants.append(Variant("bf16", True, nchw_filter=True))
+        variants.append(Variant("bf16", True))
     if args.compile:
         variants.append(Variant("fp32", True, "compile"))
     return [
@@ -393,8 +380,6 @@ def gpu_plan(args) -> list[Case]:
     plan += [(fp16, "background", b) for b in (1, 4, 8)]
     served = Variant("fp16", True, "stylizer", cudnn_benchmark=False)  # the Cartoonizer's path today
     plan += [(served, "head", b) for b in (8, 32, 128)] + [(served, "tile", 32)]
-    nchw_filter = Variant("fp16", True, nchw_filter=True)
-    plan += [(nchw_filter, "head", b) for b in (1, 32, 128)] + [(nchw_filter, "tile", 32)]
     plan += [(Variant("fp16", True, "stylizer"), "head", b) for b in (32, 128)]
     plan += [(Variant("fp16", True, cudnn_benchmark=False), "head", b) for b in (32, 128)]
     graphs = Variant("fp16", True, "cuda_graph")
@@ -439,6 +424,23 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     common.save_figure(figure, path, title)
 
 
+def run_gpu_tests() -> tuple[str, bool]:
+    """Runs tests/gpu in a child process, before this one touches the GPU (they measure it idle).
+
+    Returns:
+        pytest's summary line and whether every test passed.
+    """
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+               "-o", f"timeout={GPU_TEST_TIMEOUT_S}", "tests/gpu"]
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=GPU_TESTS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"stopped after {GPU_TESTS_TIMEOUT_S:.0f} s", False
+    print(done.stdout[-6000:] + done.stderr[-2000:], file=sys.stderr, flush=True)
+    lines = done.stdout.strip().splitlines() or ["no output"]
+    return lines[-1], done.returncode == 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.unet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
@@ -457,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip cases after this long (default 600 CPU, 230 GPU)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, instead of the built-in estimate")
     parser.add_argument("--out", help="PNG plot path (default benchmarks/results/unet_<preset>.png)")
+    parser.add_argument("--skip-gpu-tests", action="store_true", help="GPU: do not run tests/gpu first")
     return parser
 
 
@@ -467,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         print("--preset gpu needs CUDA, and torch.cuda.is_available() is False here; nothing to run.",
               file=sys.stderr)
         return 2
-    device = torch.device("cuda" if gpu else "cpu")
+    tests_summary, tests_passed = run_gpu_tests() if gpu and not args.skip_gpu_tests else ("not run", True)
+    device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
     args.warmup = args.warmup or (5 if gpu else 1)
     args.iterations = args.iterations or (10 if gpu else 5)
     args.budget_s = args.budget_s or (230.0 if gpu else 600.0)
@@ -502,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"## UNet micro-benchmark ({args.preset})\n\n{description}; {source}; "
           f"{elapsed:.0f} s.\n")
+    if gpu:
+        print(f"tests/gpu: {tests_summary}\n")
     print("Convolution cost per image: "
           + ", ".join(f"{shape} {SHAPES[shape]}: {2 * macs[shape] / 1e9:.2f} GFLOP" for shape in SHAPES) + ".\n")
     print(common.markdown_table(HEADERS, [row.cells() for row in rows]))
@@ -518,9 +524,10 @@ def main(argv: list[str] | None = None) -> int:
                   "peak_mib": r.peak_mib, "tflops": r.tflops, "peak_tflops": r.peak_tflops,
                   "note": r.note, "iterations_ms": r.iterations} for r in rows],
         "skipped": [f"{c.variant.name} {c.shape} b={c.batch}" for c in skipped],
+        "gpu_tests": tests_summary,
     })
     print(f"\nplot: {path}")
-    return 0
+    return 0 if tests_passed else 1
 
 
 if __name__ == "__main__":
