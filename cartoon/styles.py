@@ -135,7 +135,8 @@ class Stylizer:
 
     On CUDA the generators run in half precision and channels_last; on the CPU in
     fp32 (CPU half precision is slower, and channels_last is measured in the benchmarks).
-    A batch that runs out of CUDA memory is retried as two halves, once.
+    ``dtype`` overrides the precision (tests/gpu compares them). A batch that runs out
+    of CUDA memory is retried as two halves, once.
     """
 
     def __init__(
