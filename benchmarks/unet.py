@@ -1,7 +1,7 @@
 """UNet micro-benchmark: batch sweeps per input size, precision, memory format, compile, CUDA graphs.
 
     python -m benchmarks.unet                  # CPU: fp32 with channels_last off and on, and more
-    python -m benchmarks.unet --preset gpu     # CUDA: tests/gpu, then the prepared GPU run; ~8 minutes at most
+    python -m benchmarks.unet --preset gpu     # CUDA: tests/gpu, then the prepared GPU run; 9 minutes at most
     python -m benchmarks.unet --threads 1 --shapes head --batches 1,8   # a quick look
 
 Sizes: aligned head crops (288x288), background tiles (384x384, the GPU config's tile)

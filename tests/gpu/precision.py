@@ -30,8 +30,9 @@ def inputs() -> dict[str, np.ndarray]:
 
 
 def stylize(style: str, device: str, dtype: torch.dtype) -> dict[str, np.ndarray]:
-    stylizer = Stylizer.from_style(StyleRegistry.from_directory().get(style), device)
-    stylizer = Stylizer(stylizer.models["head"], stylizer.models["background"], device, dtype=dtype)
+    # Loaded in fp32 on the CPU first: on CUDA from_style would round the weights to fp16.
+    loaded = Stylizer.from_style(StyleRegistry.from_directory().get(style), "cpu")
+    stylizer = Stylizer(loaded.models["head"], loaded.models["background"], device, dtype=dtype)
     pieces, plan = split(inputs()["background"])
     return {
         "head": stylizer.run(inputs()["head"], "head"),
