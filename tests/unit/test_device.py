@@ -129,6 +129,7 @@ class RunsOutOfMemory(torch.nn.Module):
     def __init__(self, limit: int):
         super().__init__()
         self.generator = random_generator(UNetConfig(width=4), 1)
+        self.config = self.generator.config
         self.limit = limit
         self.batches: list[int] = []
 
