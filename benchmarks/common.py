@@ -152,9 +152,23 @@ def save_figure(figure, path: Path, title: str) -> None:
     pyplot().close(figure)
 
 
+def source_commit() -> str:
+    """The commit the figures are measured on, "-dirty" when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except OSError:
+        return "unknown"
+    return (commit or "unknown") + ("-dirty" if commit and changed else "")
+
+
 def write_json(path: Path, document: dict) -> None:
+    """Writes a results file, stamped with the commit it was measured on."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=1, default=str))
+    path.write_text(json.dumps({"commit": source_commit(), **document}, indent=1, default=str))
 
 
 def output_path(given: str | None, default_name: str) -> Path:

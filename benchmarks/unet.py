@@ -1,7 +1,7 @@
 """UNet micro-benchmark: batch sweeps per input size, precision, memory format, compile, CUDA graphs.
 
     python -m benchmarks.unet                  # CPU: fp32 with channels_last off and on, and more
-    python -m benchmarks.unet --preset gpu     # CUDA: the prepared GPU run, bounded to ~4 minutes
+    python -m benchmarks.unet --preset gpu     # CUDA: tests/gpu, then the prepared GPU run; 9 minutes at most
     python -m benchmarks.unet --threads 1 --shapes head --batches 1,8   # a quick look
 
 Sizes: aligned head crops (288x288), background tiles (384x384, the GPU config's tile)
@@ -16,6 +16,7 @@ import argparse
 import math
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -48,6 +49,11 @@ GPU_PEAKS = {
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Seconds a case needs beyond its timing (building): one is not started with less left.
 BUILD_RESERVE_S = {"compile": 90.0, "compile_graphs": 90.0}
+ROOT = Path(__file__).resolve().parents[1]
+# tests/gpu before the GPU run: each test at most TEST_TIMEOUT_S, all of them at most
+# GPU_TESTS_TIMEOUT_S (the per-test limit fires first, so Ray is shut down cleanly).
+GPU_TESTS_TIMEOUT_S = 240.0
+GPU_TEST_TIMEOUT_S = 150
 
 
 @dataclass(frozen=True)
@@ -290,7 +296,7 @@ def prepare_call(case: Case, base: UNetGenerator, device: torch.device):
         run = make_runner(case.variant, model, device, SHAPES[case.shape], case.batch)
 
     def call():
-        with torch.inference_mode(), context():
+        with torch.inference_mode():
             return run()
 
     return call
@@ -440,6 +446,23 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     common.save_figure(figure, path, title)
 
 
+def run_gpu_tests() -> tuple[str, bool]:
+    """Runs tests/gpu in a child process, before this one touches the GPU (they measure it idle).
+
+    Returns:
+        pytest's summary line and whether every test passed.
+    """
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+               "-o", f"timeout={GPU_TEST_TIMEOUT_S}", "tests/gpu"]
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=GPU_TESTS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"stopped after {GPU_TESTS_TIMEOUT_S:.0f} s", False
+    print(done.stdout[-6000:] + done.stderr[-2000:], file=sys.stderr, flush=True)
+    lines = done.stdout.strip().splitlines() or ["no output"]
+    return lines[-1], done.returncode == 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.unet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
@@ -459,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip cases after this long (default 600 CPU, 230 GPU)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, instead of the built-in estimate")
     parser.add_argument("--out", help="PNG plot path (default benchmarks/results/unet_<preset>.png)")
+    parser.add_argument("--skip-gpu-tests", action="store_true", help="GPU: do not run tests/gpu first")
     return parser
 
 
@@ -469,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         print("--preset gpu needs CUDA, and torch.cuda.is_available() is False here; nothing to run.",
               file=sys.stderr)
         return 2
-    device = torch.device("cuda" if gpu else "cpu")
+    tests_summary, tests_passed = run_gpu_tests() if gpu and not args.skip_gpu_tests else ("not run", True)
+    device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
     args.warmup = args.warmup or (5 if gpu else 1)
     args.iterations = args.iterations or (10 if gpu else 5)
     args.budget_s = args.budget_s or (230.0 if gpu else 600.0)
@@ -504,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"## UNet micro-benchmark ({args.preset})\n\n{description}; {source}; "
           f"{elapsed:.0f} s.\n")
+    if gpu:
+        print(f"tests/gpu: {tests_summary}\n")
     print("Convolution cost per image: "
           + ", ".join(f"{shape} {SHAPES[shape]}: {2 * macs[shape] / 1e9:.2f} GFLOP" for shape in SHAPES) + ".\n")
     print(common.markdown_table(HEADERS, [row.cells() for row in rows]))
@@ -520,9 +547,10 @@ def main(argv: list[str] | None = None) -> int:
                   "peak_mib": r.peak_mib, "tflops": r.tflops, "peak_tflops": r.peak_tflops,
                   "note": r.note, "iterations_ms": r.iterations} for r in rows],
         "skipped": [f"{c.variant.name} {c.shape} b={c.batch}" for c in skipped],
+        "gpu_tests": tests_summary,
     })
     print(f"\nplot: {path}")
-    return 0
+    return 0 if tests_passed else 1
 
 
 if __name__ == "__main__":

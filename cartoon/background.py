@@ -5,9 +5,12 @@ background is cut into square tiles of one size. Neighbouring tiles overlap by a
 halo of at least the UNet's receptive radius (``unet.receptive_radius``: 64 px at
 the default 4 residual blocks) and each output pixel is taken from a tile where it
 lies at least ``halo`` px from every cut edge, so the stitched result equals the
-whole-canvas result. Tiles at the canvas edge start at that edge, so they see the
-same zero padding as the whole canvas. The canvas is the image padded out (see
-``PADDINGS``) and to at least one tile.
+whole-canvas result. The canvas is the image padded out (see ``PADDINGS``), and
+every tile is a window of it: tiles at the canvas edge end at that edge, so they
+see the same zero padding as the whole canvas. A canvas side shorter than a tile
+is never padded out to one (the UNet would see invented pixels where the whole
+canvas has its edge); the tiles are cut to that side instead, so such a
+background's tiles are not square.
 """
 
 import math
@@ -41,8 +44,9 @@ class TilePlan:
 
     Attributes:
         height, width: the image before padding.
-        canvas_height, canvas_width: the mirrored canvas the pieces cover.
-        tile: side of every square piece; 0 when the canvas is one whole piece.
+        canvas_height, canvas_width: the padded canvas the pieces cover.
+        piece_height, piece_width: the shape of every piece; the canvas's when it is
+            one whole piece.
         halo: px each cut edge is distrusted by.
         origins: (y, x) of each piece in the canvas, row-major.
     """
@@ -51,16 +55,15 @@ class TilePlan:
     width: int
     canvas_height: int
     canvas_width: int
-    tile: int
+    piece_height: int
+    piece_width: int
     halo: int
     origins: tuple[tuple[int, int], ...]
 
     @property
     def pixel_overhead(self) -> float:
         """Pixels the UNet computes per pixel of the image (1.0 = no waste)."""
-        if self.tile == 0:
-            return self.canvas_height * self.canvas_width / (self.height * self.width)
-        return len(self.origins) * self.tile**2 / (self.height * self.width)
+        return len(self.origins) * self.piece_height * self.piece_width / (self.height * self.width)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -76,7 +79,7 @@ def _starts(length: int, tile: int, halo: int) -> list[int]:
     return starts
 
 
-def _pad(image: np.ndarray, padding: str, tile: int) -> np.ndarray:
+def _pad(image: np.ndarray, padding: str) -> np.ndarray:
     height, width = image.shape[:2]
     if padding == "white16":
         aligned = height % 16 == 0 and width % 16 == 0
@@ -87,8 +90,7 @@ def _pad(image: np.ndarray, padding: str, tile: int) -> np.ndarray:
         mode, extra = "symmetric", {}
     else:
         raise ValueError(f"unknown padding {padding!r}; known: {', '.join(PADDINGS)}")
-    pad_height, pad_width = max(padded_height, tile) - height, max(padded_width, tile) - width
-    return np.pad(image, ((0, pad_height), (0, pad_width), (0, 0)), mode=mode, **extra)
+    return np.pad(image, ((0, padded_height - height), (0, padded_width - width), (0, 0)), mode=mode, **extra)
 
 
 def split(
@@ -105,36 +107,35 @@ def split(
         padding: one of ``PADDINGS``.
 
     Returns:
-        (N, T, T, 3) pieces, or (1, H', W', 3) when ``tile`` is 0, and the plan.
+        (N, T, T, 3) pieces, where a canvas side shorter than T replaces T, or
+        (1, H', W', 3) when ``tile`` is 0; and the plan.
     """
     height, width = image.shape[:2]
     if tile and (tile % UNET_STRIDE or halo % UNET_STRIDE or tile <= 2 * halo):
         raise ValueError(f"tile ({tile}) and halo ({halo}) must be multiples of 4, tile > 2 * halo")
-    canvas = _pad(image, padding, tile)
+    canvas = _pad(image, padding)
     canvas_height, canvas_width = canvas.shape[:2]
-    if tile == 0:
-        plan = TilePlan(height, width, canvas_height, canvas_width, 0, halo, ((0, 0),))
-        return canvas[None], plan
+    piece_height = min(tile, canvas_height) if tile else canvas_height
+    piece_width = min(tile, canvas_width) if tile else canvas_width
     origins = tuple(
         (y, x)
-        for y in _starts(canvas_height, tile, halo)
-        for x in _starts(canvas_width, tile, halo)
+        for y in _starts(canvas_height, piece_height, halo)
+        for x in _starts(canvas_width, piece_width, halo)
     )
-    pieces = np.stack([canvas[y : y + tile, x : x + tile] for y, x in origins])
-    return pieces, TilePlan(height, width, canvas_height, canvas_width, tile, halo, origins)
+    pieces = np.stack([canvas[y : y + piece_height, x : x + piece_width] for y, x in origins])
+    plan = TilePlan(height, width, canvas_height, canvas_width, piece_height, piece_width, halo, origins)
+    return pieces, plan
 
 
 def stitch(pieces: np.ndarray, plan: TilePlan) -> np.ndarray:
     """Puts pieces from ``split`` back together; returns (H, W, C) of the original size."""
-    if plan.tile == 0:
-        return np.ascontiguousarray(pieces[0, : plan.height, : plan.width])
     canvas = np.empty((plan.canvas_height, plan.canvas_width) + pieces.shape[3:], pieces.dtype)
-    tile, halo = plan.tile, plan.halo
+    piece_height, piece_width, halo = plan.piece_height, plan.piece_width, plan.halo
     for piece, (y, x) in zip(pieces, plan.origins):
         # Trust a piece up to `halo` px from each cut; at the canvas edge, up to the edge.
         top = 0 if y == 0 else halo
         left = 0 if x == 0 else halo
-        bottom = tile if y + tile == plan.canvas_height else tile - halo
-        right = tile if x + tile == plan.canvas_width else tile - halo
+        bottom = piece_height if y + piece_height == plan.canvas_height else piece_height - halo
+        right = piece_width if x + piece_width == plan.canvas_width else piece_width - halo
         canvas[y + top : y + bottom, x + left : x + right] = piece[top:bottom, left:right]
     return np.ascontiguousarray(canvas[: plan.height, : plan.width])

@@ -37,3 +37,17 @@ class TooManyPixelsError(CartoonError):
 
 class WeightsError(Exception):
     """A weights file is missing, unreadable or does not match the model."""
+
+
+class DeviceError(Exception):
+    """The configured device cannot be used: CUDA asked for where there is none."""
+
+
+class DeviceOutOfMemoryError(Exception):
+    """The GPU ran out of memory for a batch even after splitting it; worth a retry later.
+
+    Attributes:
+        code: a stable machine-readable name, echoed in HTTP error bodies.
+    """
+
+    code = "out_of_memory"

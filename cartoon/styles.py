@@ -10,6 +10,7 @@ import torch
 
 from cartoon.background import PADDINGS
 from cartoon.constants import CROP_SIZE
+from cartoon.device import halve_on_out_of_memory, resolve_device
 from cartoon.errors import WeightsError
 from cartoon.inference import InferenceMode, Precision, checked_bf16, choose_mode
 from cartoon.unet import MODES, UNetGenerator, config_from_weights, load_generator, to_uint8
@@ -130,18 +131,12 @@ class StyleRegistry:
         return self.styles[name]
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" is CUDA when present, else CPU; anything else is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class Stylizer:
     """Runs one style's generators on batches of uint8 pieces, on one device.
 
     Precision and memory format come from ``cartoon.inference.choose_mode`` unless a
-    ``mode`` is given: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.
+    ``mode`` is given: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32. A batch
+    that runs out of CUDA memory is retried as two halves, once.
     """
 
     def __init__(
@@ -153,7 +148,7 @@ class Stylizer:
         paste_mask: np.ndarray | None = None,
     ):
         self.paste_mask = paste_mask
-        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.device = resolve_device(str(device))
         self.mode = mode or choose_mode(self.device)
         self.dtype = self.mode.dtype
         self.channels_last = self.mode.channels_last
@@ -182,7 +177,7 @@ class Stylizer:
                     f"style {style.name!r} declares {style.mode!r}"
                 )
             generators[kind] = generator
-        device = resolve_device(device) if isinstance(device, str) else device
+        device = resolve_device(str(device))
         mode = choose_mode(device, precision)
         if precision == "auto" and mode.precision == "bf16":
             mode = checked_bf16(mode, list(generators.values()))
@@ -191,7 +186,6 @@ class Stylizer:
             paste_mask=load_mask(style),
         )
 
-    @torch.inference_mode()
     def run(self, pieces: np.ndarray, kind: str) -> np.ndarray:
         """Stylizes a batch.
 
@@ -201,7 +195,14 @@ class Stylizer:
 
         Returns:
             (B, H, W, 3) uint8.
+
+        Raises:
+            DeviceOutOfMemoryError: the batch and its halves did not fit in GPU memory.
         """
+        return halve_on_out_of_memory(lambda part: self._forward(part, kind), pieces)
+
+    @torch.inference_mode()
+    def _forward(self, pieces: np.ndarray, kind: str) -> np.ndarray:
         batch = torch.from_numpy(np.ascontiguousarray(pieces)).to(self.device)
         # Scaled in fp32 before the cast: in bf16 the step 1/127.5 would not survive.
         batch = batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).to(self.dtype)  # (B, 3, H, W)

@@ -172,10 +172,12 @@ class UNetGenerator(nn.Module):
         x2 = act(self.narrow2(self.blocks(x2)))  # (B, 2C, H/4, W/4)
         x3 = act(self.up2b(act(self.up2a(self._upsample(x2) + x1))))  # (B, C, H/2, W/2)
         raw = self.head(act(self.up1(self._upsample(x3) + x0)))  # (B, 3, H, W)
-        # The filter runs in fp32 (its variance terms lose too much in half precision)
-        # and in NCHW: its box means run 1.6x slower on channels_last tensors.
+        # The filter runs in fp32 at least (its variance terms lose too much in half
+        # precision; float64 stays float64) and in NCHW: its box means run 1.6x slower
+        # on channels_last tensors.
+        precision = torch.promote_types(x.dtype, torch.float32)
         out = guided_filter(
-            x.float().contiguous(), raw.float().contiguous(),
+            x.to(precision).contiguous(), raw.to(precision).contiguous(),
             self.config.filter_radius, self.config.filter_eps,
         )
         out = out.clamp(-1.0, 1.0)

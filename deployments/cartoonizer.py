@@ -13,9 +13,10 @@ import ray
 import torch
 from ray import serve
 
+from cartoon.device import cap_memory, resolve_device
 from cartoon.inference import choose_mode, forward_threads
 from cartoon.pipeline import Job
-from cartoon.styles import StyleRegistry, Stylizer, resolve_device
+from cartoon.styles import StyleRegistry, Stylizer
 from deployments import metrics
 from deployments.batching import BatchWaitTuner, LaunchCounter
 from deployments.settings import AppArgs, BatchingConfig
@@ -51,14 +52,16 @@ class Cartoonizer:
 
     def __init__(self, args: AppArgs):
         self.registry = StyleRegistry.from_directory(args.styles_dir)
-        self.device = resolve_device(args.device)
+        context = ray.get_runtime_context()
+        resources = context.get_assigned_resources()
+        # CUDA only on a GPU Ray assigned: "auto" on a GPU host must not take a GPU
+        # that the scheduler may have given to another replica.
+        self.device = resolve_device(args.device, context.get_accelerator_ids().get("GPU", []))
         self.precision = args.precision
-        resources = ray.get_runtime_context().get_assigned_resources()
         self.max_threads = 1
         if self.device.type == "cuda":
-            fraction = args.gpu_memory_fraction or min(1.0, resources.get("GPU", 1.0))
             # Ray shares the GPU by bookkeeping only; the cap keeps replicas apart.
-            torch.cuda.set_per_process_memory_fraction(fraction, self.device)
+            cap_memory(self.device, resources.get("GPU", 0.0), args.gpu_memory_fraction)
         else:
             self.max_threads = args.cpu_threads or max(1, math.ceil(resources.get("CPU", 1.0)))
         simulated = SimulatedStylizer(**args.simulated_forward.model_dump()) if args.simulated_forward else None

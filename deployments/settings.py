@@ -26,14 +26,17 @@ class AppArgs(BaseModel):
     model_config = {"extra": "forbid"}
 
     styles_dir: str = Field(str(DEFAULT_STYLES_DIR), description="directory holding registry.json and weights")
-    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu or cuda")
+    device: str = Field(
+        "auto", description="auto (CUDA when Ray gave the replica a GPU, else CPU), cpu, cuda or cuda:N"
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="UNet precision: auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)"
     )
     cpu_threads: int = Field(0, ge=0, description="torch threads on CPU; 0 = the replica's num_cpus, at least 1")
     styles_per_replica: int = Field(2, ge=1, description="styles each Cartoonizer keeps loaded (LRU)")
     gpu_memory_fraction: float = Field(
-        0.0, ge=0.0, le=1.0, description="per-replica CUDA memory cap; 0 = the replica's num_gpus"
+        0.0, ge=0.0, le=1.0,
+        description="per-replica CUDA memory cap; 0 = the replica's num_gpus less 1 GiB for the CUDA context",
     )
     process_side: int = Field(720, ge=64, description="background short side is shrunk to at most this")
     tile: int = Field(0, ge=0, description="background piece side (multiple of 4); 0 = whole background")

@@ -6,6 +6,7 @@ from ray.serve.exceptions import BackPressureError
 
 from cartoon.errors import (
     CorruptImageError,
+    DeviceOutOfMemoryError,
     NotAnImageError,
     TooManyPixelsError,
     UnsupportedFormatError,
@@ -55,6 +56,12 @@ def to_api_error(exc: BaseException, retry_after_s: int) -> ApiError | None:
         # Serve routes a retry to a live replica or to the one replacing it.
         return ApiError(
             503, "replica_lost", "the replica working on this image was lost; retry shortly",
+            {"Retry-After": str(retry_after_s)},
+        )
+    if any(isinstance(cause, DeviceOutOfMemoryError) for cause in causes):
+        # The batch did not fit even halved: other requests hold the GPU's memory now.
+        return ApiError(
+            503, DeviceOutOfMemoryError.code, "the GPU is out of memory for this image; retry shortly",
             {"Retry-After": str(retry_after_s)},
         )
     # The innermost one is the exception the replica raised, with its own message;

@@ -49,8 +49,9 @@ from skimage import data as skdata
 
 from cartoon.align import similarity_transform, warp_crop
 from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
+from cartoon.device import resolve_device
 from cartoon.faces import DetectorConfig, FaceDetector
-from cartoon.styles import REGISTRY_FILE, resolve_device
+from cartoon.styles import REGISTRY_FILE
 from cartoon.unet import UNetConfig, UNetGenerator, random_generator, save_weights
 from tools import photos as packaged
 from tools.teachers import DESCRIPTIONS, Renderer, teacher

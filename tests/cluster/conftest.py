@@ -24,6 +24,7 @@ from ray import serve
 from ray.cluster_utils import Cluster
 from ray.serve.schema import DeploymentStatusOverview
 
+from serve_app.local import free_port
 from tests import photos
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +70,8 @@ def serve_cluster(temp_dir: Path, head_cpus: float, include_dashboard: bool = Fa
                 num_gpus=0,
                 temp_dir=str(temp_dir),
                 include_dashboard=include_dashboard,
+                # Not the default 8265: another Ray on this machine may hold it.
+                dashboard_port=free_port(),
                 _system_config=HEAD_SYSTEM_CONFIG,
             )
             ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RAY_CPUS = 7
 DCTNET_FIXTURE = ROOT / "tests" / "fixtures" / "dctnet" / "addv2"
 DCTNET_STYLE = "dctnet-fixture"
+OVERLOADED_RETRY_AFTER_S = 7
 
 
 def load_config() -> dict:
@@ -69,8 +70,10 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir):
     config["http_options"]["port"] = port
     app = config["applications"][0]
     config["applications"] += [
-        # One request at a time and one waiting: the rest must get 503.
-        variant(app, "overloaded", {}, {"FaceAligner": {"max_ongoing_requests": 1, "max_queued_requests": 1}}),
+        # One request at a time and one waiting: the rest must get 503, with this
+        # Retry-After (not the default, so the header is seen to come from the config).
+        variant(app, "overloaded", {"retry_after_s": OVERLOADED_RETRY_AFTER_S},
+                {"FaceAligner": {"max_ongoing_requests": 1, "max_queued_requests": 1}}),
         # A deadline no real photo can meet: 504.
         variant(app, "deadline", {"request_timeout_s": 0.5}, {}),
         # A converted DCT-Net style served next to the default ones.

@@ -110,7 +110,37 @@ def test_paste_back_blends_by_mask():
     np.testing.assert_allclose(canvas[2:6, 2:6], 125.0, atol=1e-3)
 
 
-def test_warp_uses_a_cv2_compatible_matrix(astronaut):
-    matrix = cv2.getRotationMatrix2D((100, 100), 30, 0.5)
-    np.testing.assert_array_equal(warp_crop(astronaut, matrix, 64), cv2.warpAffine(
-        astronaut, matrix, (64, 64), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+def bilinear_reference(rgb: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """Crop pixel (x, y) is the photo bilinearly sampled at matrix^-1 (x, y), edges replicated."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
+    px = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    py = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    height, width = rgb.shape[:2]
+    x0, y0 = np.floor(px).astype(int), np.floor(py).astype(int)
+    fx, fy = (px - x0)[..., None], (py - y0)[..., None]
+
+    def at(y, x):
+        return rgb[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)].astype(np.float64)
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
+    bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+@pytest.mark.parametrize("centre, angle, scale", [
+    ((200, 150), 30, 0.5),   # inside the photo, rotated, shrunk 2x into the crop
+    ((20, 490), -75, 0.25),  # the bottom-left corner: the crop reaches outside the photo
+])
+def test_warp_samples_the_photo_where_the_matrix_says(astronaut, centre, angle, scale):
+    """Against an independent float64 bilinear sampler: the crop is that, rounded.
+
+    Measured: mean 0.24 and 0.18 levels, max 0.5 (the uint8 rounding).
+    """
+    size = 96
+    matrix = cv2.getRotationMatrix2D(centre, angle, scale)
+    matrix[:, 2] += np.array([size / 2, size / 2]) - centre  # centre of the crop
+    crop = warp_crop(astronaut, matrix, size)
+    difference = np.abs(crop - bilinear_reference(astronaut, matrix, size))
+    assert crop.shape == (size, size, 3)
+    assert difference.mean() < 0.3 and difference.max() <= 1

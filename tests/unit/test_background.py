@@ -1,7 +1,52 @@
 import numpy as np
 import pytest
+import torch
 
 from cartoon.background import shrink, split, stitch
+from cartoon.styles import Stylizer
+from cartoon.unet import UNetConfig, random_generator, receptive_radius
+from tests import photos
+
+# Backgrounds smaller than a tile, 300 px tall under 384 px tiles, odd sides, one side
+# under a tile, and one cut by several tiles each way.
+SHAPES = [(1, 1), (16, 16), (300, 512), (333, 517), (50, 900), (383, 385), (389, 771)]
+# The GPU config's 384/64, and smaller tiles that cut every shape above.
+TILINGS = [(384, 64), (192, 64)]
+MODEL = UNetConfig(width=8)
+# Float64 convolutions are slow on the CPU: a narrower UNet (same receptive radius)
+# on small backgrounds, one under a tile, both cut each way.
+FLOAT64_MODEL = UNetConfig(width=4)
+FLOAT64_CASES = [((100, 262), 160, 64), ((203, 230), 160, 64)]
+# In float64, tiled and whole differ by rounding only (measured: 1.4e-13 uint8 levels),
+# while a halo 4 px short of the receptive radius moves pixels by 3.9e-6 levels: far
+# under the 1/255 a uint8 result can show, so only a float64 comparison catches it.
+FLOAT64_TOLERANCE_LEVELS = 1e-9
+
+
+def photo(shape: tuple[int, int]) -> np.ndarray:
+    """The astronaut cut or mirrored out to ``shape``: real detail up to every edge."""
+    image = photos.astronaut()
+    image = np.pad(image, ((0, max(0, shape[0] - 512)), (0, max(0, shape[1] - 512)), (0, 0)), mode="reflect")
+    return np.ascontiguousarray(image[: shape[0], : shape[1]])
+
+
+@pytest.fixture(scope="module")
+def stylizer():
+    return Stylizer(random_generator(MODEL, 2), random_generator(MODEL, 2), "cpu")
+
+
+@pytest.fixture(scope="module")
+def float64_model():
+    return random_generator(FLOAT64_MODEL, 2).double()
+
+
+def float64_background(model, image: np.ndarray, tile: int, halo: int) -> np.ndarray:
+    """The generator's output in float64 uint8 levels, whole (tile 0) or tiled and stitched."""
+    pieces, plan = split(image, tile, halo)
+    x = torch.from_numpy(pieces).permute(0, 3, 1, 2).double() / 127.5 - 1.0
+    with torch.no_grad():
+        out = (model(x) + 1.0) * 127.5
+    return stitch(out.permute(0, 2, 3, 1).numpy(), plan)
 
 
 @pytest.mark.parametrize("shape, process_side, expected", [
@@ -19,7 +64,8 @@ def test_split_then_stitch_gives_the_image_back(shape, tile):
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     pieces, plan = split(image, tile=tile, halo=64)
     if tile:
-        assert pieces.shape[1:] == (tile, tile, 3)
+        canvas = (-(-shape[0] // 4) * 4, -(-shape[1] // 4) * 4)
+        assert pieces.shape[1:] == (min(tile, canvas[0]), min(tile, canvas[1]), 3)
     assert pieces.shape[1] % 4 == 0 and pieces.shape[2] % 4 == 0
     np.testing.assert_array_equal(stitch(pieces, plan), image)
 
@@ -53,3 +99,42 @@ def test_bad_tile_sizes_are_refused():
         split(np.zeros((10, 10, 3), np.uint8), tile=100, halo=64)
     with pytest.raises(ValueError):
         split(np.zeros((10, 10, 3), np.uint8), tile=250, halo=64)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("tile, halo", TILINGS)
+def test_stitched_background_equals_the_whole_within_one_level(stylizer, shape, tile, halo):
+    """The served path (uint8 in, fp32 UNet, uint8 out): tiled and whole agree to 1/255."""
+    image = photo(shape)
+    whole_pieces, whole_plan = split(image)
+    tiled_pieces, tiled_plan = split(image, tile, halo)
+    whole = stitch(stylizer.run(whole_pieces, "background"), whole_plan).astype(int)
+    tiled = stitch(stylizer.run(tiled_pieces, "background"), tiled_plan).astype(int)
+    assert whole.shape == tiled.shape == image.shape
+    assert np.abs(whole - tiled).max() <= 1
+
+
+@pytest.mark.parametrize("shape, tile, halo", FLOAT64_CASES)
+def test_stitched_background_equals_the_whole_to_float64_rounding(float64_model, shape, tile, halo):
+    """In float64 the stitched result is the whole one to rounding, so a short halo shows."""
+    image = photo(shape)
+    whole = float64_background(float64_model, image, 0, halo)
+    tiled = float64_background(float64_model, image, tile, halo)
+    assert np.abs(whole - tiled).max() <= FLOAT64_TOLERANCE_LEVELS
+
+
+def test_a_halo_short_of_the_receptive_radius_fails_the_float64_check(float64_model):
+    """The check above is able to fail: 4 px less halo than the UNet sees breaks it."""
+    short = receptive_radius(FLOAT64_MODEL) - 4
+    image = photo((203, 230))
+    whole = float64_background(float64_model, image, 0, short)
+    tiled = float64_background(float64_model, image, 160, short)
+    assert np.abs(whole - tiled).max() > 10 * FLOAT64_TOLERANCE_LEVELS
+
+
+def test_a_background_shorter_than_a_tile_is_not_padded_out_to_one():
+    """Padding a 300 px side out to a 384 px tile made the UNet see mirrored rows
+    where the whole canvas has its edge: up to 55 levels off in the last 22 rows."""
+    pieces, plan = split(photo((300, 900)), 384, 64)
+    assert pieces.shape[1:3] == (300, 384)
+    assert plan.canvas_height == 300

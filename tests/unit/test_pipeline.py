@@ -75,7 +75,18 @@ def test_output_formats(pipeline, astronaut, format):
 
 
 def test_two_faces_both_stylized(pipeline):
-    assert len(pipeline(photos.two_faces()).faces) == 2
+    """Each face comes from its own head crop: dropping either head changes only its face."""
+    job = stylize_job(pipeline.preparer.prepare_array(photos.two_faces(), Options()), pipeline.stylizer(None))
+    assert len(job.faces) == 2 and len(job.heads) == 2
+    both = decode(pipeline.composer.compose(job)).astype(int)
+    for dropped, face in enumerate(job.faces):
+        kept = [i for i in range(2) if i != dropped]
+        one_head = decode(pipeline.composer.compose(replace(job, heads=job.heads[kept], matrices=job.matrices[kept])))
+        diff = np.abs(both - one_head.astype(int)).max(axis=2)
+        x0, y0, x1, y1 = (int(v) for v in face.box)
+        other = job.faces[kept[0]].box
+        assert diff[y0:y1, x0:x1].mean() > 5, f"face {dropped} is not pasted from its head"
+        assert diff[int(other[1]):int(other[3]), int(other[0]):int(other[2])].max() == 0
 
 
 def test_full_size_arrays_travel_apart_from_the_pieces(pipeline, astronaut):
