@@ -13,7 +13,7 @@ from ray import serve
 
 from cartoon.pipeline import Job
 from cartoon.styles import StyleRegistry, Stylizer, resolve_device
-from deployments import metrics
+from deployments import deadlines, metrics
 from deployments.settings import AppArgs, BatchingConfig
 
 @dataclass(frozen=True)
@@ -81,7 +81,11 @@ class Cartoonizer:
         return results
 
     async def stylize(self, job: Job) -> Job:
-        """Returns the job with its head crops and background pieces stylized."""
+        """Returns the job with its head crops and background pieces stylized.
+
+        Skips the job (``DeadlineExceeded``) when its deadline passed while it queued.
+        """
+        deadlines.check(job.deadline, "the Cartoonizer")
         job.record_wait("cartoonizer")
         start = time.perf_counter()
         stylizer = await self._load_style(serve.get_multiplexed_model_id() or self.registry.default)
@@ -103,7 +107,13 @@ class Cartoonizer:
             paste_mask=stylizer.paste_mask,
         )
 
-    async def styles_loaded(self) -> bool:
-        """Loads the default style, so readiness means the model can really run."""
-        await self._load_style(self.registry.default)
-        return True
+    def check_health(self) -> None:
+        """Serve's per-replica probe, called beside the request queue: the weights are still there.
+
+        Light on purpose (a few stat calls): it runs every few seconds on every replica,
+        and a replica whose weights vanished (an unmounted volume) cannot load a style.
+        """
+        default = self.registry.get(None)
+        for path in (default.head, default.background):
+            if not path.is_file():
+                raise RuntimeError(f"weights file {path} is gone")
