@@ -33,11 +33,12 @@ def shrink(rgb: np.ndarray, process_side: int, max_area: int | None = None) -> n
     """
     height, width = rgb.shape[:2]
     scale = process_side / min(height, width)
-    if max_area:
-        scale = min(scale, math.sqrt(max_area / (height * width)))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if max_area and min(scale, 1.0) ** 2 * height * width > max_area:
+        scale = math.sqrt(max_area / (height * width))
+        size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
     if scale >= 1.0:
         return rgb
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 

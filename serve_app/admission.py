@@ -5,9 +5,9 @@ Little's law: a service that completes ``rate`` images per second finishes the
 new image only while ``in_flight < rate * request_timeout_s * HEADROOM``; any other
 request is answered ``503`` with ``Retry-After`` at once, instead of queueing for a
 minute and ending in a ``504``. ``rate`` is measured, not configured: completions per
-second of *busy* time (time with at least one request in flight), both decayed with a
-time constant of ``WINDOW_S``, so the estimate follows the real mix of image sizes and
-the replicas actually running, and an idle spell does not erase it.
+second of *busy* time (time with at least one request in flight), both aged by busy
+time with a time constant of ``WINDOW_S``, so the estimate follows the real mix of
+image sizes and the replicas actually running, and an idle spell does not erase it.
 """
 
 import math
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 # Half of what the measured rate could finish in time: the rate is an average over a
 # mix of sizes, and an image admitted last waits for everything admitted before it.
 HEADROOM = 0.5
-# How fast old measurements fade (seconds): long enough to average over batches,
+# How fast old measurements fade (seconds of busy time): long enough to average over batches,
 # short enough to follow a replica lost or added.
 WINDOW_S = 30.0
 # Completions (decayed) needed before the measured rate replaces ``min_in_flight``.
@@ -58,11 +58,12 @@ class Admission:
         self._last = clock()
 
     def _advance(self) -> None:
+        """Accounts for the time since the last event; only busy time ages the measurements."""
         now = self.clock()
-        elapsed = max(0.0, now - self._last)
-        decay = math.exp(-elapsed / WINDOW_S)
+        busy = max(0.0, now - self._last) if self.in_flight else 0.0
+        decay = math.exp(-busy / WINDOW_S)
         self._completions *= decay
-        self._busy_s = self._busy_s * decay + (elapsed if self.in_flight else 0.0)
+        self._busy_s = self._busy_s * decay + busy
         self._last = now
 
     @property
@@ -78,7 +79,9 @@ class Admission:
         rate = self.rate
         if rate is None:
             return self.min_in_flight
-        return max(self.min_in_flight, min(self.max_in_flight, math.floor(rate * self.timeout_s * HEADROOM)))
+        # The epsilon keeps 0.2 * 60 * 0.5 at 6, not 5.999... floored to 5.
+        fits = math.floor(rate * self.timeout_s * HEADROOM + 1e-9)
+        return max(self.min_in_flight, min(self.max_in_flight, fits))
 
     @contextmanager
     def admit(self, images: int = 1) -> Iterator[None]:
