@@ -2,7 +2,8 @@
 
 A pure ASGI middleware, so it sees every answer (404 and 405 included) and streams
 bodies untouched. Its settings come from the Ingress replica (``install``), since the
-FastAPI app is built at import, before the config is known.
+FastAPI app is built at import, before the config is known; they are held by this
+module, as Serve serves a copy of the app object (one Ingress replica per process).
 
 Serve's proxy already gives every answer an ``X-Request-Id`` (the client's, if it sent
 one) and puts it in the request context, which the ``ray.serve`` logger writes on each
@@ -53,9 +54,19 @@ class AccessSettings:
     cors_origins: tuple[str, ...]
 
 
-def install(app, args: AppArgs) -> None:
-    """Gives the app's ``AccessMiddleware`` its settings; called once per Ingress replica."""
-    app.state.access = AccessSettings(resolve_api_key(args), tuple(args.cors_origins))
+_settings: AccessSettings | None = None
+
+
+def install(args: AppArgs) -> None:
+    """Gives ``AccessMiddleware`` its settings; called once per Ingress replica."""
+    global _settings
+    _settings = AccessSettings(resolve_api_key(args), tuple(args.cors_origins))
+
+
+def _current() -> AccessSettings:
+    if _settings is None:
+        raise RuntimeError("access.install was not called")
+    return _settings
 
 
 def _route_path(scope: Scope) -> str:
@@ -85,7 +96,7 @@ class AccessMiddleware:
         return self._cors[1]
 
     async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
-        settings: AccessSettings = scope["app"].state.access
+        settings = _current()
         if settings.api_key and _route_path(scope) not in PUBLIC_PATHS:
             headers = dict(scope["headers"])
             if not authorized(headers.get(b"authorization", b"").decode("latin-1"), settings.api_key):
@@ -109,7 +120,7 @@ class AccessMiddleware:
             await send(message)
 
         try:
-            await self._guarded(scope["app"].state.access)(scope, receive, watched_send)
+            await self._guarded(_current())(scope, receive, watched_send)
         except Exception:
             _logger.exception("unhandled error in %s %s", scope["method"], _route_path(scope))
             if not status["code"]:

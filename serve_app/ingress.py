@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import copy
 import logging
 import time
 from typing import Literal
@@ -146,6 +147,18 @@ api = FastAPI(
     version="1.0",
 )
 api.add_middleware(access.AccessMiddleware)
+# Filled by each Ingress replica from its config (style names, batch size). Serve serves
+# a copy of `api` made at import, so the schema lives here, not on the object.
+_documented_schema: dict = {}
+
+
+def _openapi() -> dict:
+    return _documented_schema or get_openapi(
+        title=api.title, version=api.version, description=api.description, routes=api.routes
+    )
+
+
+api.openapi = _openapi
 
 
 @api.exception_handler(ApiError)
@@ -203,9 +216,9 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _documented_schema(registry: StyleRegistry, args: AppArgs) -> dict:
+def _schema_for(registry: StyleRegistry, args: AppArgs) -> dict:
     """The OpenAPI schema with what only the running config knows: style names, batch size."""
-    schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+    schema = copy.deepcopy(_openapi())
     for path in ("/v1/cartoonize", "/v1/cartoonize/batch"):
         operation = schema["paths"][path]["post"]
         for parameter in operation["parameters"]:
@@ -230,8 +243,8 @@ class Ingress:
         self.registry = StyleRegistry.from_directory(args.styles_dir)
         self.admission = Admission(args.request_timeout_s, args.min_in_flight, args.max_in_flight)
         self.app_name = serve.get_replica_context().app_name
-        access.install(api, args)
-        api.openapi_schema = _documented_schema(self.registry, args)
+        access.install(args)
+        _documented_schema.update(_schema_for(self.registry, args))
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.args.max_body_bytes

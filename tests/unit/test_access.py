@@ -52,7 +52,7 @@ def app() -> FastAPI:
 
 
 def configure(app: FastAPI, **args) -> TestClient:
-    access.install(app, AppArgs(**args))
+    access.install(AppArgs(**args))
     return TestClient(app, raise_server_exceptions=False)
 
 
