@@ -216,8 +216,18 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def document(registry: StyleRegistry, args: AppArgs) -> None:
+    """Puts into the OpenAPI schema what only the running config knows: style names, batch size.
+
+    A module function on purpose: Serve ships the Ingress class by value, with copies of
+    the module globals its methods name, while this function and ``_openapi`` are
+    imported by reference and so share this module's ``_documented_schema``.
+    """
+    _documented_schema.clear()
+    _documented_schema.update(_schema_for(registry, args))
+
+
 def _schema_for(registry: StyleRegistry, args: AppArgs) -> dict:
-    """The OpenAPI schema with what only the running config knows: style names, batch size."""
     schema = copy.deepcopy(_openapi())
     for path in ("/v1/cartoonize", "/v1/cartoonize/batch"):
         operation = schema["paths"][path]["post"]
@@ -244,7 +254,7 @@ class Ingress:
         self.admission = Admission(args.request_timeout_s, args.min_in_flight, args.max_in_flight)
         self.app_name = serve.get_replica_context().app_name
         access.install(args)
-        _documented_schema.update(_schema_for(self.registry, args))
+        document(self.registry, args)
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.args.max_body_bytes

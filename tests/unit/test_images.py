@@ -75,6 +75,12 @@ def test_recognised_but_unaccepted_format_is_unsupported(format, named):
         images.decode(data)
 
 
+@pytest.mark.parametrize("body", [b"\x00", b"GIF87a\x01", b"\x00\x00\x01\x00", b"P6", b"\xff"])
+def test_a_few_bytes_are_not_an_image_whatever_they_start_like(body):
+    with pytest.raises((NotAnImageError, CorruptImageError, UnsupportedFormatError)):
+        images.probe(body)
+
+
 def test_only_accepted_plugins_parse_the_bytes(monkeypatch):
     """A plugin outside INPUT_FORMATS never gets to parse a body, whatever its bytes."""
     opened = []
