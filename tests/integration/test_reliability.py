@@ -153,13 +153,17 @@ def resends_logged(replica_logs) -> int:
                for path in replica_logs.glob("replica_guarded_Ingress_*.log"))
 
 
+# A kill finds a request inside the victim most of the time, not always (a FaceAligner
+# holds each image briefly); the test kills again until one did, at most this often.
+MAX_KILLS = 4
+
+
 @pytest.mark.parametrize("deployment", ["Cartoonizer", "FaceAligner"])
 def test_killing_a_replica_under_load_loses_no_image(base_url, small_jpeg, deployment, replica_logs):
-    """Every request in flight when the replica dies is sent again and answered 200."""
-    (victim,) = replica_actors("guarded", deployment)
+    """Requests in flight when their replica dies are sent again and answered 200."""
     resends_before = resends_logged(replica_logs)
 
-    async def load_and_kill():
+    async def load_and_kill() -> tuple[list[int], int]:
         async with httpx.AsyncClient(base_url=base_url, timeout=120, headers=AUTH) as session:
             async def client_loop(stop: asyncio.Event) -> list[int]:
                 statuses = []
@@ -168,18 +172,21 @@ def test_killing_a_replica_under_load_loses_no_image(base_url, small_jpeg, deplo
                 return statuses
 
             stop = asyncio.Event()
-            clients = [asyncio.create_task(client_loop(stop)) for _ in range(4)]
-            await asyncio.sleep(3.0)
-            ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
-            # Until a new replica has served some requests.
-            while not [name for name in replica_actors("guarded", deployment) if name != victim]:
-                await asyncio.sleep(0.5)
-            await asyncio.sleep(5.0)
+            clients = [asyncio.create_task(client_loop(stop)) for _ in range(6)]
+            kills = 0
+            while kills < MAX_KILLS and resends_logged(replica_logs) == resends_before:
+                await asyncio.sleep(3.0)
+                (victim,) = replica_actors("guarded", deployment)
+                ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+                kills += 1
+                # Until the replacement is up and has served for a while.
+                while [victim] == replica_actors("guarded", deployment) or not replica_actors("guarded", deployment):
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(5.0)  # also lets the resend lines reach the log
             stop.set()
-            return [status for statuses in await asyncio.gather(*clients) for status in statuses]
+            return [status for statuses in await asyncio.gather(*clients) for status in statuses], kills
 
-    statuses = asyncio.run(load_and_kill())
+    statuses, kills = asyncio.run(load_and_kill())
     assert statuses and set(statuses) == {200}, statuses
-    # Some requests were on the victim when it died: the test saw real resends.
-    time.sleep(2.0)  # log lines reach the file
-    assert resends_logged(replica_logs) > resends_before
+    # Some request was on a victim when it died: the test saw real resends.
+    assert resends_logged(replica_logs) > resends_before, f"no request in flight in {kills} kills"
