@@ -55,7 +55,7 @@ class AppArgs(BaseModel):
         2, ge=0, description="times a request whose replica died is sent again, within its deadline"
     )
     min_in_flight: int = Field(
-        4, ge=1, description="requests each Ingress replica admits before it has measured its throughput"
+        8, ge=1, description="images each Ingress replica admits before (and at least, after) measuring its throughput"
     )
     max_in_flight: int = Field(
         200, ge=1, description="requests each Ingress replica admits at most, whatever its throughput"
