@@ -57,23 +57,25 @@ class Call:
         return response.status_code
 
 
-def _encoded(rng: random.Random, sources: dict[str, np.ndarray]) -> tuple[bytes, str]:
-    name = rng.choice(sorted(sources))
-    rgb = sources[name]
-    side = rng.choice((96, 200, 384, 640, 1024))
-    scale = side / max(rgb.shape[:2])
-    height, width = max(16, round(rgb.shape[0] * scale)), max(16, round(rgb.shape[1] * scale))
-    resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-    format = rng.choice(("PNG", "JPEG", "WEBP"))
-    return photos.encode(resized, format), f"image/{format.lower()}"
+def _encodings(sources: dict[str, np.ndarray]) -> list[tuple[bytes, str]]:
+    """Every photo at every long side in every input format, encoded once."""
+    encoded = []
+    for rgb in sources.values():
+        for side in (96, 200, 384, 640, 1024):
+            scale = side / max(rgb.shape[:2])
+            size = (max(16, round(rgb.shape[1] * scale)), max(16, round(rgb.shape[0] * scale)))
+            resized = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            for format in ("PNG", "JPEG", "WEBP"):
+                encoded.append((photos.encode(resized, format), f"image/{format.lower()}"))
+    return encoded
 
 
 def mixed_calls(count: int, seed: int = 0) -> list[Call]:
     """``count`` requests of the mix described in the module docstring, reproducibly."""
     rng = random.Random(seed)
     styles = StyleRegistry.from_directory().names()
-    sources = {"astronaut": photos.astronaut(), "grace_hopper": photos.grace_hopper(),
-               "two_faces": photos.two_faces(), "coffee": photos.coffee()}
+    encodings = _encodings({"astronaut": photos.astronaut(), "grace_hopper": photos.grace_hopper(),
+                            "two_faces": photos.two_faces(), "coffee": photos.coffee()})
     good = photos.encode(photos.astronaut()[:256, 96:352], "JPEG")
     bad_inputs = [
         (b"garbage, not an image", "application/octet-stream"),
@@ -95,11 +97,11 @@ def mixed_calls(count: int, seed: int = 0) -> list[Call]:
         elif roll < 0.2:
             files = []
             for index in range(rng.choice((2, 3))):
-                content, content_type = _encoded(rng, sources)
+                content, content_type = rng.choice(encodings)
                 files.append(("images", (f"{index}", content, content_type)))
             calls.append(Call("batch", "/v1/cartoonize/batch", params, files=tuple(files)))
         else:
-            content, content_type = _encoded(rng, sources)
+            content, content_type = rng.choice(encodings)
             calls.append(Call("image", "/v1/cartoonize", params, content, content_type=content_type))
     return calls
 
