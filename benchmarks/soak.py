@@ -106,13 +106,19 @@ def mixed_calls(count: int, seed: int = 0) -> list[Call]:
     return calls
 
 
-async def run_calls(url: str, calls: list[Call], concurrency: int, prefix: str = "") -> list[tuple[str, int, float]]:
-    """Sends ``calls`` with ``concurrency`` workers; (kind, status, seconds) of each, 0 = no answer."""
+async def run_calls(
+    url: str, calls: list[Call], concurrency: int, prefix: str = "", budget_s: float | None = None
+) -> list[tuple[str, int, float]]:
+    """Sends ``calls`` with ``concurrency`` workers; (kind, status, seconds) of each, 0 = no answer.
+
+    With ``budget_s``, no call is started after that many seconds.
+    """
     queue = list(reversed(calls))
     outcomes = []
+    stop_at = time.monotonic() + budget_s if budget_s else float("inf")
 
     async def worker(client: httpx.AsyncClient):
-        while queue:
+        while queue and time.monotonic() < stop_at:
             call = queue.pop()
             start = time.perf_counter()
             try:
@@ -169,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop sending after this long (measured part), report what was done")
     parser.add_argument("--ray-cpus", type=int, default=None)
     parser.add_argument("--output", default=None, help="JSON results (default benchmarks/results/soak.json)")
     options = parser.parse_args(argv)
@@ -181,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         asyncio.run(run_calls(url, warmup, options.concurrency))
         before = replica_rss(APP, gcs_address)
-        outcomes = asyncio.run(run_calls(url, calls, options.concurrency))
+        budget_s = options.minutes * 60 if options.minutes else None
+        outcomes = asyncio.run(run_calls(url, calls, options.concurrency, budget_s=budget_s))
         wall_s = time.perf_counter() - start
         after = replica_rss(APP, gcs_address)
 
