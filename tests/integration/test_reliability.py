@@ -183,10 +183,13 @@ def test_killing_a_replica_under_load_loses_no_image(base_url, small_jpeg, large
 
             stop = asyncio.Event()
             clients = [asyncio.create_task(client_loop(stop)) for _ in range(3)]
-            statuses, kills = [], 0
+            statuses, kills, killed = [], 0, set()
             while kills < MAX_KILLS and resends_logged(replica_logs) == resends_before:
                 await asyncio.sleep(2.0)
-                (victim,) = replica_actors("guarded", deployment)
+                while len(live := set(replica_actors("guarded", deployment)) - killed) != 1:
+                    await asyncio.sleep(0.5)  # the replacement of the last victim is not up yet
+                (victim,) = live
+                killed.add(victim)
                 large = asyncio.create_task(
                     session.post("/guarded/v1/cartoonize", params={"max_side": 256}, content=large_jpeg)
                 )
