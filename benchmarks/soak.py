@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -135,24 +136,27 @@ async def run_calls(
 def replica_rss(app: str, gcs_address: str) -> dict[str, int]:
     """RSS in bytes of each Serve replica of ``app`` in the Ray cluster at ``gcs_address``.
 
-    Replicas rename their process ``ray::ServeReplica:<app>:<deployment>``; their parent,
-    the raylet, names its GCS on its command line, which tells this cluster's replicas
-    from those of others on the same machine.
+    A replica's process title holds ``ServeReplica:<app>:<deployment>`` (idle:
+    ``ray::ServeReplica:...``; in a call, ``ray::SERVE_REPLICA::...:ServeReplica:...``);
+    its parent, the raylet, names its GCS on its command line, which tells this
+    cluster's replicas from those of others on the same machine.
     """
     marker = f"--gcs-address={gcs_address}"
+    title_pattern = re.compile(rf"ServeReplica:{re.escape(app)}:(\w+)")
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            if not title.startswith(f"ray::ServeReplica:{app}:"):
+            match = title_pattern.search(title)
+            if not title.startswith("ray::") or not match:
                 continue
             status = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
             parent = (Path("/proc") / status["PPid"].strip() / "cmdline").read_bytes().decode(errors="replace")
             if marker not in parent:
                 continue
-            deployment = title.split(":")[2].strip()
+            deployment = match.group(1)
             found[f"{deployment} (pid {entry.name})"] = int(status["VmRSS"].split()[0]) * 1024
         except (OSError, KeyError, ValueError, IndexError):
             continue  # the process ended while being read
