@@ -64,8 +64,6 @@ def serve_config() -> dict:
     return load_config()
 
 
-# Package scope: one Ray for all integration tests, shut down before tests/cluster
-# starts clusters of its own, whichever order the two run in.
 @pytest.fixture(scope="package")
 def dctnet_styles_dir(tmp_path_factory) -> Path:
     """The default styles plus the DCT-Net fixture, converted as a user would."""
@@ -75,9 +73,10 @@ def dctnet_styles_dir(tmp_path_factory) -> Path:
     return directory
 
 
+# Package scope: one Ray for all integration tests, shut down before tests/cluster
+# starts clusters of its own, whichever order the two run in.
 @pytest.fixture(scope="package")
-def base_url(serve_config, tmp_path_factory, dctnet_styles_dir):
-def base_url(serve_config, tmp_path_factory, ray_temp_dir):
+def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
     config = copy.deepcopy(serve_config)
     port = free_port()
     config["http_options"]["port"] = port
