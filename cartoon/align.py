@@ -83,7 +83,7 @@ def paste_back(
     grow with the canvas.
 
     Args:
-        canvas: (H, W, 3) float32, modified in place.
+        canvas: (H, W, 3) float32 or uint8, modified in place (uint8 rounds the blend).
         crop: (S, S, 3) the stylized aligned crop (any numeric dtype).
         matrix: (2, 3) the transform that cut the crop from canvas coordinates.
         mask: (S, S) float32 blend weights in [0, 1].
@@ -107,5 +107,8 @@ def paste_back(
     warped = cv2.warpAffine(premultiplied, shifted, roi, flags=cv2.INTER_LINEAR)
     weight = cv2.warpAffine(mask, shifted, roi, flags=cv2.INTER_LINEAR)[..., None]
     region = canvas[y0:y1, x0:x1]
-    region *= 1.0 - weight
-    region += warped
+    blended = region * (1.0 - weight) + warped
+    if canvas.dtype == np.uint8:
+        region[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    else:
+        region[...] = blended

@@ -28,13 +28,20 @@ from cartoon.constants import UNET_STRIDE
 PADDINGS = ("mirror4", "white16")
 
 
-def shrink(rgb: np.ndarray, process_side: int) -> np.ndarray:
-    """Resizes so the short side is at most ``process_side``; never upscales."""
+def shrink(rgb: np.ndarray, process_side: int, max_area: int | None = None) -> np.ndarray:
+    """Resizes so the short side is at most ``process_side`` and the area at most ``max_area``.
+
+    The short side alone leaves a long thin strip (55000x727, say) almost whole; the
+    area cap bounds the UNet's work and memory whatever the aspect ratio. Never upscales.
+    """
     height, width = rgb.shape[:2]
     scale = process_side / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if max_area and min(scale, 1.0) ** 2 * height * width > max_area:
+        scale = math.sqrt(max_area / (height * width))
+        size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
     if scale >= 1.0:
         return rgb
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 

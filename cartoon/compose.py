@@ -1,17 +1,28 @@
 """Putting the picture back together: background, heads, strength, output size."""
 
+import math
+
 import cv2
 import numpy as np
 
 from cartoon.align import elliptical_mask, paste_back
 
 
-def output_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
-    """(height, width) of the output: the input's, capped on the long side; never upscaled."""
-    if not max_side or max(height, width) <= max_side:
-        return height, width
-    scale = max_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
+def output_size(
+    height: int, width: int, max_side: int | None, max_pixels: int | None = None
+) -> tuple[int, int]:
+    """(height, width) of the output: the input's, capped on the long side and on the area.
+
+    Never upscaled. The area cap bounds the memory of compose and encode: a flat 40 MP
+    PNG is a few KB on the wire but 120 MB per full-size copy.
+    """
+    if max_side and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        height, width = max(1, round(height * scale)), max(1, round(width * scale))
+    if max_pixels and height * width > max_pixels:
+        scale = math.sqrt(max_pixels / (height * width))
+        height, width = max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
+    return height, width
 
 
 def scale_transform(matrix: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
@@ -61,7 +72,12 @@ def compose(
     Returns:
         (height, width, 3) uint8.
     """
-    canvas = resize_to(background, height, width).astype(np.float32)
+    # One full-size uint8 picture, changed in place: heads are blended in their own
+    # small float regions and the strength blend saturates in uint8, so no full-size
+    # float copy is ever made (a 24 MP float32 copy is 288 MB).
+    canvas = resize_to(background, height, width)
+    if canvas is background:
+        canvas = background.copy()
     if len(heads):
         mask = elliptical_mask(heads.shape[1]) if mask is None else mask
         # Smallest first, so where faces overlap the largest ends on top.
@@ -70,5 +86,5 @@ def compose(
     if strength < 1.0:
         if original is None:
             raise ValueError("strength < 1 needs the original picture")
-        canvas = strength * canvas + (1.0 - strength) * original.astype(np.float32)
-    return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
+        cv2.addWeighted(canvas, strength, original, 1.0 - strength, 0.0, dst=canvas)
+    return canvas

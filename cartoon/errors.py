@@ -35,6 +35,12 @@ class TooManyPixelsError(CartoonError):
     code = "too_many_pixels"
 
 
+class TooManyPiecesError(CartoonError):
+    """The background would need more UNet pieces than the configured limit."""
+
+    code = "too_many_pieces"
+
+
 class WeightsError(Exception):
     """A weights file is missing, unreadable or does not match the model."""
 

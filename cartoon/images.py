@@ -1,7 +1,6 @@
 """Image bytes in and out: header probe, decode to RGB uint8, encode."""
 
 import io
-import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -17,6 +16,8 @@ from cartoon.errors import (
 
 # Input formats we decode; anything else Pillow recognises is "unsupported".
 INPUT_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO"})
+# The Pillow plugins ``Image.open`` may try, in a fixed order (JPEG opens MPO files).
+ACCEPTED_PLUGINS = tuple(sorted(INPUT_FORMATS - {"MPO"}))
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -84,31 +85,61 @@ def _unidentified(data: bytes, max_pixels: int) -> Exception:
     return NotAnImageError("the body is not a recognised image")
 
 
+def _other_format(data: bytes) -> str | None:
+    """The name of a format Pillow knows but we do not accept, from the leading bytes only.
+
+    Uses each plugin's signature test (``accept``), never its parser, so hostile bytes
+    are never handed to a decoder we do not need.
+    """
+    Image.init()
+    prefix = data[:16]
+    for name, (_, accept) in Image.OPEN.items():
+        if name in INPUT_FORMATS or accept is None:
+            continue
+        try:
+            if accept(prefix):
+                return name
+        except Exception:  # some tests unpack fixed-size fields from short prefixes
+            continue
+    return None
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Opens the header with the plugins of ``INPUT_FORMATS`` only.
+
+    No process-wide warning state is touched (this runs in replicas' thread pools):
+    Pillow's own decompression-bomb warning only fires far above any sane
+    ``max_pixels``, and ``_check`` refuses by the header before any pixel is decoded.
+    """
     if not data:
         raise NotAnImageError("the body is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data), formats=ACCEPTED_PLUGINS)
     except Image.DecompressionBombError as exc:
         # Pillow refuses before we can read the size; PNG headers we read ourselves.
         size = _png_declared_size(data)
         declared = f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels" if size else "more pixels"
         raise TooManyPixelsError(f"the header declares {declared}, over the limit of {max_pixels}") from exc
     except UnidentifiedImageError as exc:
+        other = _other_format(data)
+        if other:
+            raise _unsupported(other) from exc
         raise _unidentified(data, max_pixels) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptImageError(f"the image header is broken: {exc}") from exc
 
 
+def _unsupported(format: str) -> UnsupportedFormatError:
+    return UnsupportedFormatError(
+        f"format {format or 'unknown'} is not accepted; "
+        f"use one of {', '.join(sorted(INPUT_FORMATS - {'MPO'}))}"
+    )
+
+
 def _check(image: Image.Image, max_pixels: int) -> ImageInfo:
     info = ImageInfo(format=image.format or "", width=image.width, height=image.height)
     if info.format not in INPUT_FORMATS:
-        raise UnsupportedFormatError(
-            f"format {info.format or 'unknown'} is not accepted; "
-            f"use one of {', '.join(sorted(INPUT_FORMATS - {'MPO'}))}"
-        )
+        raise _unsupported(info.format)
     if info.width < 1 or info.height < 1:
         raise CorruptImageError(f"the header declares a {info.width}x{info.height} image")
     if info.width * info.height > max_pixels:

@@ -16,6 +16,7 @@ from cartoon.align import similarity_transform, warp_crop
 from cartoon.background import TilePlan, shrink, split, stitch
 from cartoon.compose import compose, output_size, resize_to, scale_transform
 from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
+from cartoon.errors import TooManyPiecesError
 from cartoon.faces import DetectorConfig, FaceDetector
 from cartoon.styles import StyleRegistry, Stylizer
 
@@ -40,6 +41,9 @@ class PipelineSettings:
     tile: int = 0  # background piece side; 0 = the whole background as one piece
     halo: int = 64  # overlap of neighbouring tiles, >= the UNet's receptive radius
     max_pixels: int = images.DEFAULT_MAX_PIXELS  # refused above this, read from the header
+    background_pixels: int = 2_000_000  # background area cap, whatever the aspect ratio
+    max_output_pixels: int = 24_000_000  # the output is shrunk to at most this many pixels
+    max_pieces: int = 64  # background pieces per image; refused (422) above
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     precision: str = "auto"  # cartoon.inference.choose_mode: fp32 is the reference
 
@@ -91,6 +95,8 @@ class Job:
             can tell how long the job waited in queues and in transfer.
         paste_mask: (288, 288) uint8 the style's own paste-back mask (set with the
             stylized pieces), or None for the default ellipse.
+        deadline: wall-clock time after which nobody waits for the result (0 = none),
+            so every stage can skip work that can no longer be delivered.
     """
 
     height: int
@@ -107,6 +113,7 @@ class Job:
     batch_sizes: list[int] = field(default_factory=list)
     handed_over_at: float = 0.0
     paste_mask: np.ndarray | None = None
+    deadline: float = 0.0
 
     def split_full_size(self) -> tuple["Job", FullSize]:
         """The job without its full-size arrays, and those arrays."""
@@ -175,7 +182,7 @@ class Preparer:
         timings = {} if timings is None else timings
         with timed(timings, "detect"):
             faces = self.detector.detect(rgb)
-        height, width = output_size(*rgb.shape[:2], options.max_side)
+        height, width = output_size(*rgb.shape[:2], options.max_side, self.settings.max_output_pixels)
         scale_x, scale_y = width / rgb.shape[1], height / rgb.shape[0]
         with timed(timings, "align"):
             matrices = np.array(
@@ -185,9 +192,12 @@ class Preparer:
             heads = heads.reshape(-1, CROP_SIZE, CROP_SIZE, 3)
         with timed(timings, "background"):
             padding = self.registry.get(options.style).background_padding if self.registry else "mirror4"
-            pieces, plan = split(
-                shrink(rgb, self.settings.process_side), self.settings.tile, self.settings.halo, padding
-            )
+            background = shrink(rgb, self.settings.process_side, self.settings.background_pixels)
+            pieces, plan = split(background, self.settings.tile, self.settings.halo, padding)
+            if len(pieces) > self.settings.max_pieces:
+                raise TooManyPiecesError(
+                    f"the background needs {len(pieces)} pieces, over the limit of {self.settings.max_pieces}"
+                )
             original = resize_to(rgb, height, width) if options.strength < 1.0 else None
             if alpha is not None:
                 alpha = resize_to(alpha, height, width)

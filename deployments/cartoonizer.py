@@ -17,7 +17,7 @@ from cartoon.device import cap_memory, resolve_device
 from cartoon.inference import choose_mode, forward_threads
 from cartoon.pipeline import Job
 from cartoon.styles import StyleRegistry, Stylizer
-from deployments import metrics
+from deployments import deadlines, metrics
 from deployments.batching import BatchWaitTuner, LaunchCounter
 from deployments.settings import AppArgs, BatchingConfig
 from deployments.simulated import SimulatedStylizer
@@ -149,7 +149,11 @@ class Cartoonizer:
         return await self._run_batch("background", pieces)
 
     async def stylize(self, job: Job) -> Job:
-        """Returns the job with its head crops and background pieces stylized."""
+        """Returns the job with its head crops and background pieces stylized.
+
+        Skips the job (``DeadlineExceeded``) when its deadline passed while it queued.
+        """
+        deadlines.check(job.deadline, "the Cartoonizer")
         job.record_wait("cartoonizer")
         start = time.perf_counter()
         stylizer = await self._load_style(serve.get_multiplexed_model_id() or self.registry.default)
@@ -206,3 +210,14 @@ class Cartoonizer:
             "forward_cost": cost,
             **self.launches.snapshot(),
         }
+
+    def check_health(self) -> None:
+        """Serve's per-replica probe, called beside the request queue: the weights are still there.
+
+        Light on purpose (a few stat calls): it runs every few seconds on every replica,
+        and a replica whose weights vanished (an unmounted volume) cannot load a style.
+        """
+        default = self.registry.get(None)
+        for path in (default.head, default.background):
+            if not path.is_file():
+                raise RuntimeError(f"weights file {path} is gone")

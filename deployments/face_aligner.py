@@ -4,7 +4,7 @@ from ray import serve
 
 from cartoon.pipeline import Job, Options, Preparer
 from cartoon.styles import StyleRegistry
-from deployments import metrics
+from deployments import deadlines, metrics
 from deployments.settings import AppArgs
 
 
@@ -13,12 +13,19 @@ class FaceAligner:
     def __init__(self, args: AppArgs):
         self.preparer = Preparer(args.pipeline_settings(), StyleRegistry.from_directory(args.styles_dir))
 
-    def prepare(self, data: bytes, options: Options) -> Job:
-        """Raises the typed ``cartoon.errors`` for bad images; the ingress maps them to 4xx."""
+    def prepare(self, data: bytes, options: Options, deadline: float = 0.0) -> Job:
+        """Raises the typed ``cartoon.errors`` for bad images; the ingress maps them to 4xx.
+
+        Skips the image (``DeadlineExceeded``) when its deadline passed while it queued.
+        """
+        deadlines.check(deadline, "the FaceAligner")
         job = self.preparer.prepare(data, options)
+        job.deadline = deadline
         metrics.record_stages(job.timings, metrics.ALIGNER_STAGES)
         metrics.record_faces(len(job.faces))
         return job
 
-    def ping(self) -> bool:
-        return True
+    def check_health(self) -> None:
+        """Serve's per-replica probe, called beside the request queue: the detector is loaded."""
+        if self.preparer.detector is None:
+            raise RuntimeError("the face detector is not loaded")

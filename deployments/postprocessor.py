@@ -3,7 +3,7 @@
 from ray import serve
 
 from cartoon.pipeline import Composer, FullSize, Job, Result
-from deployments import metrics
+from deployments import deadlines, metrics
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
@@ -12,10 +12,14 @@ class Postprocessor:
         self.composer = Composer()
 
     def compose(self, job: Job, full_size: FullSize) -> Result:
-        """Composes the stylized ``job`` with the full-size arrays the FaceAligner made."""
+        """Composes the stylized ``job`` with the full-size arrays the FaceAligner made.
+
+        Skips the job (``DeadlineExceeded``) when its deadline passed while it queued.
+        """
+        deadlines.check(job.deadline, "the Postprocessor")
         result = self.composer.compose(job.with_full_size(full_size))
         metrics.record_stages(result.timings, metrics.POSTPROCESSOR_STAGES)
         return result
 
-    def ping(self) -> bool:
-        return True
+    def check_health(self) -> None:
+        """Serve's per-replica probe, called beside the request queue: nothing to load, so alive is healthy."""

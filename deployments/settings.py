@@ -1,13 +1,19 @@
 """Every knob of the application, typed, with defaults that run on a CPU-only laptop."""
 
+import re
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from cartoon.faces import DetectorConfig
+from cartoon.constants import UNET_STRIDE
+from cartoon.errors import WeightsError
 from cartoon.images import DEFAULT_MAX_PIXELS
 from cartoon.pipeline import PipelineSettings
-from cartoon.styles import DEFAULT_STYLES_DIR
+from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry
+
+ORIGIN = re.compile(r"^https?://[^/\s]+$")
 
 
 class SimulatedForward(BaseModel):
@@ -48,12 +54,66 @@ class AppArgs(BaseModel):
     min_face: int = Field(40, ge=1, description="faces smaller than this (px) are ignored")
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="request body limit (413 above)")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="width * height limit from the header (413)")
+    background_pixels: int = Field(
+        2_000_000, ge=1, description="background area cap after shrinking, whatever the aspect ratio"
+    )
+    max_output_pixels: int = Field(
+        24_000_000, ge=1, description="the output is shrunk (aspect kept) to at most this many pixels"
+    )
+    max_pieces: int = Field(64, ge=1, description="background pieces per image; 422 above")
     max_batch_items: int = Field(32, ge=1, description="images in one /v1/cartoonize/batch request")
+    max_batch_pixels: int = Field(
+        16_000_000, ge=1, description="sum of the header-declared pixels of one batch request (413 above)"
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="a request still running after this gets 504")
     simulated_forward: SimulatedForward | None = Field(
         None, description="BENCHMARKS AND TESTS ONLY: replace the UNet by a calibrated sleep"
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503 when queues are full")
+    replica_retries: int = Field(
+        2, ge=0, description="times a request whose replica died is sent again, within its deadline"
+    )
+    min_in_flight: int = Field(
+        8, ge=1, description="images each Ingress replica admits before (and at least, after) measuring its throughput"
+    )
+    max_in_flight: int = Field(
+        200, ge=1, description="requests each Ingress replica admits at most, whatever its throughput"
+    )
+    api_key_file: str = Field(
+        "", description="file holding the API key (CARTOON_API_KEY wins); empty and no variable = open"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed by CORS, e.g. https://app.example.com; empty = off"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AppArgs":
+        """Checks across fields, so a bad config fails ``serve run`` instead of serving 500s."""
+        problems = []
+        if self.halo % UNET_STRIDE:
+            problems.append(f"halo ({self.halo}) must be a multiple of {UNET_STRIDE}")
+        if self.tile and (self.tile % UNET_STRIDE or self.tile <= 2 * self.halo):
+            problems.append(
+                f"tile ({self.tile}) must be 0 or a multiple of {UNET_STRIDE} above 2 * halo ({2 * self.halo})"
+            )
+        if self.background_pixels < self.process_side**2:
+            problems.append(
+                f"background_pixels ({self.background_pixels}) must be at least process_side squared "
+                f"({self.process_side**2})"
+            )
+        if self.max_in_flight < self.min_in_flight:
+            problems.append(f"max_in_flight ({self.max_in_flight}) must be >= min_in_flight ({self.min_in_flight})")
+        try:
+            StyleRegistry.from_directory(self.styles_dir)
+        except WeightsError as exc:
+            problems.append(f"styles_dir ({self.styles_dir}): {exc}")
+        if self.api_key_file and not _readable_key(self.api_key_file):
+            problems.append(f"api_key_file ({self.api_key_file}) is not a readable file holding a key")
+        problems += [f"cors_origins: {origin!r} is not '*' or scheme://host[:port]"
+                     for origin in self.cors_origins if origin != "*" and not ORIGIN.match(origin)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def pipeline_settings(self) -> PipelineSettings:
         return PipelineSettings(
@@ -68,9 +128,19 @@ class AppArgs(BaseModel):
             tile=self.tile,
             halo=self.halo,
             max_pixels=self.max_pixels,
+            background_pixels=self.background_pixels,
+            max_output_pixels=self.max_output_pixels,
+            max_pieces=self.max_pieces,
             device=self.device,
             precision=self.precision,
         )
+
+
+def _readable_key(path: str) -> bool:
+    try:
+        return bool(Path(path).read_text().strip())
+    except OSError:
+        return False
 
 
 class BatchingConfig(BaseModel):

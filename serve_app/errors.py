@@ -8,15 +8,33 @@ from cartoon.errors import (
     CorruptImageError,
     DeviceOutOfMemoryError,
     NotAnImageError,
+    TooManyPiecesError,
     TooManyPixelsError,
     UnsupportedFormatError,
 )
+from deployments.deadlines import DeadlineExceeded
 
 STATUS_BY_ERROR = {
     NotAnImageError: 400,
     CorruptImageError: 400,
     TooManyPixelsError: 413,
     UnsupportedFormatError: 415,
+    TooManyPiecesError: 422,
+}
+# Statuses Starlette raises itself (no route, wrong method), with our stable codes.
+CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}
+
+# The JSON body of every error, for the OpenAPI schema.
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
 }
 
 
@@ -43,19 +61,31 @@ def _causes(exc: BaseException):
         exc = getattr(exc, "cause", None) or exc.__cause__
 
 
-def to_api_error(exc: BaseException, retry_after_s: int) -> ApiError | None:
+def replica_lost(exc: BaseException) -> bool:
+    """Whether a replica died under the request (its node lost, its process killed)."""
+    return any(isinstance(cause, (ActorDiedError, ActorUnavailableError)) for cause in _causes(exc))
+
+
+def deadline_error(timeout_s: float) -> ApiError:
+    return ApiError(504, "timeout", f"the image was not done within {timeout_s} s")
+
+
+def overloaded_error(retry_after_s: int, reason: str = "the service is at capacity") -> ApiError:
+    return ApiError(503, "overloaded", f"{reason}; retry shortly", {"Retry-After": str(retry_after_s)})
+
+
+def to_api_error(exc: BaseException, retry_after_s: int, timeout_s: float) -> ApiError | None:
     """Maps an exception raised anywhere in the graph to an ApiError; None for a bug."""
     causes = list(_causes(exc))
+    if any(isinstance(cause, DeadlineExceeded) for cause in causes):
+        return deadline_error(timeout_s)
     if any(isinstance(cause, BackPressureError) for cause in causes):
+        return overloaded_error(retry_after_s)
+    if replica_lost(exc):
+        # Reached only once the Ingress's own retries are spent (or the deadline is
+        # near): no replica could take the image back in time.
         return ApiError(
-            503, "overloaded", "the service is at capacity; retry shortly",
-            {"Retry-After": str(retry_after_s)},
-        )
-    if any(isinstance(cause, (ActorDiedError, ActorUnavailableError)) for cause in causes):
-        # A replica died mid-request (its node was lost, say): the work is gone, but
-        # Serve routes a retry to a live replica or to the one replacing it.
-        return ApiError(
-            503, "replica_lost", "the replica working on this image was lost; retry shortly",
+            503, "replica_lost", "the replica working on this image was lost and no other could take it in time",
             {"Retry-After": str(retry_after_s)},
         )
     if any(isinstance(cause, DeviceOutOfMemoryError) for cause in causes):

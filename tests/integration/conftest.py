@@ -2,8 +2,8 @@
 
 The config is deployed the way ``serve run serve_config.yaml`` deploys it
 (``serve_app.local.deploy_config``), with extra copies of the app under other route
-prefixes whose only overrides are the limits that the 503 and 504 tests need, and a
-``styles_dir`` holding the default styles plus a DCT-Net fixture converted by
+prefixes whose only overrides are what the 503, 504, access-control and fault tests need,
+and one whose ``styles_dir`` holds the default styles plus a DCT-Net fixture converted by
 ``python -m cartoon.dctnet``.
 """
 
@@ -26,10 +26,12 @@ from serve_app.local import deploy_config, free_port
 ROOT = Path(__file__).resolve().parents[2]
 # Logical CPUs for the session: the main app's replicas need 2 at most, each extra
 # app 1.5; the 2-core CI machine runs them all, only more slowly.
-RAY_CPUS = 7
+RAY_CPUS = 9
 DCTNET_FIXTURE = ROOT / "tests" / "fixtures" / "dctnet" / "addv2"
 DCTNET_STYLE = "dctnet-fixture"
 OVERLOADED_RETRY_AFTER_S = 7
+API_KEY = "integration-test-key-6f1c"
+ALLOWED_ORIGIN = "https://cartoon.example.com"
 
 
 def load_config() -> dict:
@@ -47,13 +49,22 @@ def variant(app: dict, name: str, args: dict, deployment_overrides: dict) -> dic
     return copied
 
 
+@pytest.fixture(scope="package")
+def ray_temp_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ray")
+
+
+@pytest.fixture(scope="package")
+def replica_logs(base_url, ray_temp_dir) -> Path:
+    """The directory holding the Serve replicas' log files."""
+    return ray_temp_dir / "session_latest" / "logs" / "serve"
+
+
 @pytest.fixture(scope="session")
 def serve_config() -> dict:
     return load_config()
 
 
-# Package scope: one Ray for all integration tests, shut down before tests/cluster
-# starts clusters of its own, whichever order the two run in.
 @pytest.fixture(scope="package")
 def dctnet_styles_dir(tmp_path_factory) -> Path:
     """The default styles plus the DCT-Net fixture, converted as a user would."""
@@ -63,11 +74,15 @@ def dctnet_styles_dir(tmp_path_factory) -> Path:
     return directory
 
 
+# Package scope: one Ray for all integration tests, shut down before tests/cluster
+# starts clusters of its own, whichever order the two run in.
 @pytest.fixture(scope="package")
-def base_url(serve_config, tmp_path_factory, dctnet_styles_dir):
+def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
     config = copy.deepcopy(serve_config)
     port = free_port()
     config["http_options"]["port"] = port
+    key_file = tmp_path_factory.mktemp("secrets") / "api-key"
+    key_file.write_text(API_KEY + "\n")
     app = config["applications"][0]
     config["applications"] += [
         # One request at a time and one waiting: the rest must get 503, with this
@@ -78,14 +93,16 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir):
         variant(app, "deadline", {"request_timeout_s": 0.5}, {}),
         # A converted DCT-Net style served next to the default ones.
         variant(app, "dctnet", {"styles_dir": str(dctnet_styles_dir)}, {}),
+        # An API key from a file and one CORS origin; its replicas are also the ones
+        # the fault tests kill.
+        variant(app, "guarded", {"api_key_file": str(key_file), "cors_origins": [ALLOWED_ORIGIN]}, {}),
     ]
-    logs = tmp_path_factory.mktemp("ray")
     ray.init(
         num_cpus=RAY_CPUS,
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.WARNING,
-        _temp_dir=str(logs),
+        _temp_dir=str(ray_temp_dir),
     )
     deploy_config(config)
     url = f"http://127.0.0.1:{port}"

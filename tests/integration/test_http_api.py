@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import time
 
 import httpx
 import numpy as np
@@ -99,6 +100,11 @@ def test_styles_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
+    # Known once the Cartoonizer answered (readiness waits at most a second for it).
+    deadline = time.monotonic() + 60
+    while ready.json()["inference"] is None and time.monotonic() < deadline:
+        time.sleep(1)
+        ready = client.get("/readyz")
     # The inference mode chosen at start-up, as cartoon.inference picks it on this CPU.
     expected = choose_mode(torch.device("cpu")).describe()
     assert {key: ready.json()["inference"][key] for key in expected} == expected

@@ -16,12 +16,17 @@ RAYSERVICE = ROOT / "configs" / "rayservice.yaml"
 CPU_STAGES = ("Ingress", "FaceAligner", "Postprocessor")
 
 
+def documents(path: Path) -> dict[str, dict]:
+    """The YAML documents of a file by ``kind`` (a plain Serve config has none: "")."""
+    return {document.get("kind", ""): document for document in yaml.safe_load_all(path.read_text())}
+
+
 def serve_config(path: Path) -> dict:
     """The Serve config a file holds: the file itself, or a RayService's serveConfigV2."""
-    document = yaml.safe_load(path.read_text())
-    if document.get("kind") == "RayService":
-        return yaml.safe_load(document["spec"]["serveConfigV2"])
-    return document
+    found = documents(path)
+    if "RayService" in found:
+        return yaml.safe_load(found["RayService"]["spec"]["serveConfigV2"])
+    return found[""]
 
 
 def deployments(path: Path) -> dict[str, dict]:
@@ -37,7 +42,7 @@ def cpu_quantity(value: str | int) -> float:
 
 @pytest.fixture(scope="module")
 def rayservice() -> dict:
-    return yaml.safe_load(RAYSERVICE.read_text())
+    return documents(RAYSERVICE)["RayService"]
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +135,26 @@ def test_rayservice_cpu_pods_hold_every_cpu_stage_at_full_scale(rayservice, work
         if name in CPU_STAGES
     )
     assert demand <= capacity
+
+
+def test_rayservice_lets_only_the_serve_port_in_from_outside_the_ray_cluster(rayservice, worker_groups):
+    policy = documents(RAYSERVICE)["NetworkPolicy"]["spec"]
+    label = policy["podSelector"]["matchLabels"]
+    pods = [rayservice["spec"]["rayClusterConfig"]["headGroupSpec"], *worker_groups.values()]
+    for pod in pods:
+        assert label.items() <= pod["template"]["metadata"]["labels"].items(), "a Ray pod the policy misses"
+    assert policy["policyTypes"] == ["Ingress"]
+    open_to_all, others = [], []
+    for rule in policy["ingress"]:
+        if "from" not in rule:
+            open_to_all += [port["port"] for port in rule["ports"]]
+        elif rule["from"] == [{"podSelector": {"matchLabels": label}}]:
+            assert "ports" not in rule  # Ray's own pods: any port
+        else:
+            others += [port["port"] for port in rule["ports"]]
+            assert all(peer.get("podSelector") or peer.get("namespaceSelector", {}).get("matchLabels")
+                       for peer in rule["from"]), "a rule open to every pod of every namespace"
+    assert open_to_all == [8000]
+    assert not {6379, 10001} & set(others), "the GCS or Ray Client reachable from outside"
+    (head,) = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert 10001 not in [port["containerPort"] for port in head["ports"]]

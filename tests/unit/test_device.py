@@ -191,5 +191,5 @@ def test_out_of_memory_from_a_replica_is_a_503_with_retry_after():
     # As the ingress receives it: Ray's wrapper, an instance of the replica's error too.
     wrapped = RayTaskError("Cartoonizer.stylize", "Traceback ...", cause, proctitle="test", ip="127.0.0.1")
     for exc in (cause, wrapped.as_instanceof_cause()):
-        error = to_api_error(exc, retry_after_s=2)
+        error = to_api_error(exc, retry_after_s=2, timeout_s=60)
         assert (error.status, error.code, error.headers) == (503, "out_of_memory", {"Retry-After": "2"})

@@ -1,5 +1,6 @@
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -65,11 +66,54 @@ def test_truncated_file_is_corrupt(astronaut, format):
         images.decode(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("format", ["ICO", "PPM", "TGA"])
-def test_recognised_but_unaccepted_format_is_unsupported(format):
+# Told apart by leading bytes only (no foreign parser runs): TGA has no signature and
+# its first bytes pass CUR's test, so it is named as one; either way it is refused.
+@pytest.mark.parametrize("format, named", [("ICO", "ICO"), ("PPM", "PPM"), ("TGA", "CUR")])
+def test_recognised_but_unaccepted_format_is_unsupported(format, named):
     data = save(Image.new("RGB", (32, 32), "red"), format)
-    with pytest.raises(UnsupportedFormatError, match=format if format != "TGA" else "TGA"):
+    with pytest.raises(UnsupportedFormatError, match=named):
         images.decode(data)
+
+
+@pytest.mark.parametrize("body", [b"\x00", b"GIF87a\x01", b"\x00\x00\x01\x00", b"P6", b"\xff"])
+def test_a_few_bytes_are_not_an_image_whatever_they_start_like(body):
+    with pytest.raises((NotAnImageError, CorruptImageError, UnsupportedFormatError)):
+        images.probe(body)
+
+
+def test_only_accepted_plugins_parse_the_bytes(monkeypatch):
+    """A plugin outside INPUT_FORMATS never gets to parse a body, whatever its bytes."""
+    opened = []
+    real_open = Image.open
+
+    def spying_open(fp, mode="r", formats=None):
+        opened.append(formats)
+        return real_open(fp, mode, formats)
+
+    monkeypatch.setattr(Image, "open", spying_open)
+    with pytest.raises(UnsupportedFormatError):
+        images.decode(save(Image.new("RGB", (32, 32), "red"), "ICO"))
+    images.probe(photos.encode(np.zeros((8, 8, 3), np.uint8)))
+    assert opened and all(formats and set(formats) <= images.INPUT_FORMATS for formats in opened)
+
+
+def test_decoding_leaves_the_process_warning_state_alone():
+    """Replicas decode in thread pools, where catch_warnings races other threads' filters."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("process-wide warning state changed")
+
+    inputs = photos.encode(photos.astronaut()), png_header(70000, 70000), png_header(10000, 10000)
+    # Patched by hand, not with monkeypatch: pytest's own teardown uses catch_warnings.
+    saved = warnings.catch_warnings, warnings.simplefilter, warnings.filterwarnings
+    warnings.catch_warnings = warnings.simplefilter = warnings.filterwarnings = forbidden
+    try:
+        images.decode(inputs[0])
+        for header in inputs[1:]:
+            with pytest.raises(TooManyPixelsError):
+                images.decode(header)
+    finally:
+        warnings.catch_warnings, warnings.simplefilter, warnings.filterwarnings = saved
 
 
 def test_gray_becomes_rgb():

@@ -1,0 +1,38 @@
+"""The config is checked across fields when the app is built, the way `serve run` builds it."""
+
+import pydantic
+import pytest
+from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+from deployments.settings import AppArgs
+from serve_app.app import build_app
+
+
+@pytest.mark.parametrize("args, named", [
+    ({"tile": 100}, "tile (100)"),
+    ({"tile": 128, "halo": 64}, "tile (128)"),
+    ({"halo": 30}, "halo (30)"),
+    ({"process_side": 2000, "background_pixels": 1_000_000}, "background_pixels"),
+    ({"min_in_flight": 10, "max_in_flight": 5}, "max_in_flight"),
+    ({"styles_dir": "/nonexistent"}, "styles_dir"),
+    ({"api_key_file": "/nonexistent/key"}, "api_key_file"),
+    ({"cors_origins": ["example.com"]}, "cors_origins"),
+])
+def test_a_bad_config_fails_the_build_naming_the_field(args, named):
+    with pytest.raises(pydantic.ValidationError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        call_user_app_builder_with_args_if_necessary(build_app, args)
+
+
+@pytest.mark.parametrize("args", [
+    {},
+    {"tile": 384, "halo": 64},
+    {"cors_origins": ["https://app.example.com", "http://localhost:5173"]},
+])
+def test_good_configs_build(args):
+    call_user_app_builder_with_args_if_necessary(build_app, args)
+
+
+def test_an_empty_key_file_is_refused(tmp_path):
+    (tmp_path / "key").write_text("\n")
+    with pytest.raises(pydantic.ValidationError, match="api_key_file"):
+        AppArgs(api_key_file=str(tmp_path / "key"))
