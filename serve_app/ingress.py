@@ -18,6 +18,7 @@ from cartoon import images
 from cartoon.pipeline import Options, Result
 from cartoon.styles import StyleRegistry
 from deployments import metrics
+from serve_app import web
 from serve_app.errors import ApiError, to_api_error
 from deployments.settings import AppArgs
 
@@ -56,7 +57,10 @@ api = FastAPI(
         'Errors are JSON: {"error": {"code": ..., "message": ...}}.'
     ),
     version="1.0",
+    docs_url=None,  # serve_app.web serves /docs from local files, not from a CDN
+    redoc_url=None,
 )
+api.include_router(web.router)
 
 
 @api.exception_handler(ApiError)
@@ -207,13 +211,13 @@ class Ingress:
                 raise ApiError(422, "invalid_parameter", "a multipart body needs exactly one file field 'image'")
             body = files[0]
         result = await self._cartoonize(body, options, style)
-        if "application/json" in request.headers.get("accept", ""):
-            return JSONResponse(_result_json(result))
         headers = {
             "X-Faces": str(len(result.faces)),
             "X-Batch-Sizes": ",".join(map(str, result.batch_sizes)),
             "Server-Timing": _timing_header(result.timings),
         }
+        if "application/json" in request.headers.get("accept", ""):
+            return JSONResponse(_result_json(result), headers=headers)
         return Response(result.data, media_type=result.media_type, headers=headers)
 
     @api.post("/v1/cartoonize/batch", openapi_extra=BATCH_BODY)
