@@ -330,7 +330,7 @@ def _summarize(args: argparse.Namespace, tally: Tally, started: list[float], int
         args.report.parent.mkdir(parents=True, exist_ok=True)
         report = {
             "done": tally.done, "skipped": tally.skipped, "failed": len(tally.failures),
-            "interrupted": interrupted, "failures": tally.failures,
+            "retries": tally.retries, "interrupted": interrupted, "failures": tally.failures,
         }
         args.report.write_text(json.dumps(report, indent=2) + "\n")
 

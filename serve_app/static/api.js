@@ -25,6 +25,7 @@ function askForKey(refused) {
       ? "The service refused that key. Enter a valid API key."
       : "This service needs an API key.";
     input.value = "";
+    dialog.returnValue = "";
     keyRequest = new Promise((resolve, reject) => {
       dialog.addEventListener(
         "close",
@@ -40,6 +41,7 @@ function askForKey(refused) {
         { once: true },
       );
     });
+    document.getElementById("key-cancel").onclick = () => dialog.close("cancel");
     dialog.showModal();
     input.focus();
   }
