@@ -324,7 +324,7 @@ function pump() {
       running--;
       pump();
       const { counts, active } = summarize();
-      if (running === 0 && active === 0) {
+      if (running === 0 && active === 0 && items.size) {
         announce(`Batch finished: ${counts.done} done, ${counts.failed} failed`
           + (counts.cancelled ? `, ${counts.cancelled} cancelled.` : "."));
       }
