@@ -26,8 +26,11 @@ from deployments.settings import AppArgs
 from serve_app.errors import ApiError
 
 API_KEY_ENV = "CARTOON_API_KEY"
-# Probes need no key: orchestrators call them without one.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# Probes need no key: orchestrators call them without one. The web page and the docs
+# page are static files holding no data; they must load to ask the person for the key,
+# and every call they make to the API carries it.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs"})
+PUBLIC_PREFIXES = ("/static/", "/docs/assets/")
 # Headers a browser page may read from answers when CORS is on.
 EXPOSED_HEADERS = ["X-Request-Id", "X-Faces", "X-Batch-Sizes", "Server-Timing", "Retry-After"]
 
@@ -69,6 +72,11 @@ def _current() -> AccessSettings:
     return _settings
 
 
+def is_public(path: str) -> bool:
+    """Whether a route path is served without the API key."""
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
 def _route_path(scope: Scope) -> str:
     """The path under the app's route prefix, as the routes see it."""
     path, root = scope["path"], scope.get("root_path", "")
@@ -97,7 +105,7 @@ class AccessMiddleware:
 
     async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = _current()
-        if settings.api_key and _route_path(scope) not in PUBLIC_PATHS:
+        if settings.api_key and not is_public(_route_path(scope)):
             headers = dict(scope["headers"])
             if not authorized(headers.get(b"authorization", b"").decode("latin-1"), settings.api_key):
                 error = ApiError(401, "unauthorized", "send Authorization: Bearer <API key>",

@@ -22,7 +22,7 @@ from cartoon.pipeline import Options, Result
 from cartoon.styles import StyleRegistry
 from deployments import metrics
 from deployments.settings import AppArgs
-from serve_app import access
+from serve_app import access, web
 from serve_app.admission import Admission, Overloaded
 from serve_app.errors import (
     CODE_BY_HTTP_STATUS,
@@ -145,6 +145,8 @@ api = FastAPI(
         "an API key, every route but /healthz and /readyz needs `Authorization: Bearer <key>`."
     ),
     version="1.0",
+    docs_url=None,  # serve_app.web serves /docs from local files, not from a CDN
+    redoc_url=None,
 )
 api.add_middleware(access.AccessMiddleware)
 # Filled by each Ingress replica from its config (style names, batch size). Serve serves
@@ -159,6 +161,7 @@ def _openapi() -> dict:
 
 
 api.openapi = _openapi
+api.include_router(web.router)
 
 
 @api.exception_handler(ApiError)
@@ -428,13 +431,13 @@ class Ingress:
                 result = await self._cartoonize(body, options, style, deadline)
         except Overloaded as exc:
             raise self._overloaded(exc) from exc
-        if "application/json" in request.headers.get("accept", "").lower():
-            return JSONResponse(_result_json(result))
         headers = {
             "X-Faces": str(len(result.faces)),
             "X-Batch-Sizes": ",".join(map(str, result.batch_sizes)),
             "Server-Timing": _timing_header(result.timings),
         }
+        if "application/json" in request.headers.get("accept", "").lower():
+            return JSONResponse(_result_json(result), headers=headers)
         return Response(result.data, media_type=result.media_type, headers=headers)
 
     @api.post(

@@ -57,6 +57,7 @@ def test_multipart_upload_and_json_mode(client, astronaut_png):
         headers={"accept": "application/json"},
     )
     assert response.status_code == 200, response.text
+    assert response.headers["x-faces"] == "1" and "total;dur=" in response.headers["server-timing"]
     body = response.json()
     assert (body["width"], body["height"], body["media_type"]) == (256, 256, "image/jpeg")
     (face,) = body["faces"]

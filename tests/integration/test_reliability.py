@@ -118,9 +118,13 @@ def test_every_answer_carries_the_request_id_which_the_logs_hold(client, replica
     assert any("POST /v1/cartoonize 400" in line for line in logged), logged
 
 
-def test_with_a_key_every_route_but_the_probes_needs_it(client, small_jpeg, replica_logs):
+def test_with_a_key_every_route_but_the_probes_and_the_static_pages_needs_it(client, small_jpeg, replica_logs):
     for path in ("/guarded/healthz", "/guarded/readyz"):
         assert client.get(path).status_code == 200
+    # The page and the docs page hold no data and must load to ask for the key.
+    for path in ("/guarded/", "/guarded/docs"):
+        page = client.get(path)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"], path
     assert_error(client.get("/guarded/v1/styles"), 401, "unauthorized")
     assert_error(client.get("/guarded/openapi.json"), 401, "unauthorized")
     assert_error(client.post("/guarded/v1/cartoonize", content=small_jpeg,

@@ -1,0 +1,128 @@
+"""``cartoonize-batch`` against the served graph: the console script, run as a user runs it."""
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests import photos
+
+COMMAND = str(Path(sys.executable).with_name("cartoonize-batch"))
+
+
+def run(*args, timeout: float = 300.0) -> subprocess.CompletedProcess:
+    return subprocess.run([COMMAND, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def write_photos(folder: Path, count: int) -> list[Path]:
+    """``count`` real photos (astronaut, Grace Hopper, two faces, in turn) in two subfolders."""
+    makers = [photos.astronaut, photos.grace_hopper, photos.two_faces]
+    paths = []
+    for index in range(count):
+        path = folder / f"part{index % 2}" / f"photo{index:02d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rgb = makers[index % len(makers)]()
+        path.write_bytes(photos.encode(rgb, "JPEG", quality=90))
+        paths.append(path)
+    return paths
+
+
+def size_of(path: Path) -> tuple[int, int]:
+    with Image.open(io.BytesIO(path.read_bytes())) as image:
+        image.load()  # a truncated file fails here
+        return image.size
+
+
+def test_folder_mirrored_and_a_corrupt_file_reported(base_url, tmp_path):
+    sources = write_photos(tmp_path / "in", 3)
+    corrupt = tmp_path / "in" / "part1" / "broken.jpg"
+    corrupt.write_bytes(sources[0].read_bytes()[:3000])
+    (tmp_path / "in" / "notes.txt").write_text("not a photo")
+    report = tmp_path / "failures.json"
+
+    done = run(tmp_path / "in", "-o", tmp_path / "out", "--url", base_url, "--report", report)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    for source in sources:
+        output = tmp_path / "out" / source.relative_to(tmp_path / "in").with_suffix(".png")
+        assert size_of(output) == size_of(source)
+    assert not (tmp_path / "out" / "part1" / "broken.png").exists()
+    assert "ignored 1 files" in done.stdout
+    summary = json.loads(report.read_text())
+    assert (summary["done"], summary["skipped"], summary["failed"], summary["retries"]) == (3, 0, 1, 0)
+    [failure] = summary["failures"]
+    assert failure["input"] == "part1/broken.jpg"
+    assert failure["status"] == 400 and "corrupt_image" in failure["error"]
+    assert "done 3, skipped 0, failed 1" in done.stdout
+
+
+def test_stopped_run_resumes(base_url, tmp_path):
+    write_photos(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [COMMAND, str(tmp_path / "in"), "-o", str(out), "--url", base_url, "--concurrency", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.rglob("*.png")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stdout + stderr
+    assert "interrupted" in stdout
+    finished = sorted(out.rglob("*.png"))
+    assert 1 <= len(finished) < 6
+    assert not [path for path in out.rglob("*") if path.is_file() and path.suffix != ".png"]  # no temporaries
+    stamps = {path: path.stat().st_mtime_ns for path in finished}
+    for path in finished:
+        size_of(path)
+
+    resumed = run(tmp_path / "in", "-o", out, "--url", base_url)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"done {6 - len(finished)}, skipped {len(finished)}, failed 0" in resumed.stdout
+    assert len(list(out.rglob("*.png"))) == 6
+    assert {path: path.stat().st_mtime_ns for path in finished} == stamps
+
+
+def test_503_answers_are_retried(base_url, tmp_path):
+    """The /overloaded copy of the app takes one image at a time and queues one: six in
+    flight get 503 with Retry-After, and every one of them must still end up done."""
+    write_photos(tmp_path / "in", 6)
+    report = tmp_path / "report.json"
+
+    done = run(tmp_path / "in", "-o", tmp_path / "out", "--url", f"{base_url}/overloaded",
+               "--concurrency", "6", "--max-side", "256", "--format", "jpeg", "--report", report)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(report.read_text())
+    assert (summary["done"], summary["failed"]) == (6, 0)
+    assert summary["retries"] > 0
+    assert all(max(size_of(path)) == 256 for path in (tmp_path / "out").rglob("*.jpg"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--style", "no-such-style"], "unknown style"),
+    (["--strength", "2"], "--strength"),
+    (["--concurrency", "0"], "--concurrency"),
+])
+def test_usage_errors_exit_2(base_url, tmp_path, extra, message):
+    write_photos(tmp_path / "in", 1)
+
+    refused = run(tmp_path / "in", "-o", tmp_path / "out", "--url", base_url, *extra)
+
+    assert refused.returncode == 2
+    assert message in refused.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_folder_exits_2(tmp_path):
+    refused = run(tmp_path / "nowhere", "-o", tmp_path / "out")
+    assert refused.returncode == 2
+    assert "is not a folder" in refused.stderr

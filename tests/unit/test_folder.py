@@ -1,0 +1,61 @@
+"""cartoonize-batch without a service: planning, backoff, and the in-process pipeline."""
+
+import json
+
+from cartoon import folder, images
+from tests import photos
+
+
+def test_backoff_grows_to_its_cap_and_honours_retry_after():
+    for attempt in range(12):
+        ceiling = min(folder.BACKOFF_CAP_S, folder.BACKOFF_BASE_S * 2**attempt)
+        delays = [folder.backoff_s(attempt, None) for _ in range(50)]
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+        assert len(set(delays)) > 1  # jittered
+    assert all(folder.backoff_s(0, 5.0) >= 5.0 for _ in range(50))
+
+
+def test_plan_mirrors_the_tree_skips_existing_outputs_and_reports_name_clashes(tmp_path):
+    source = tmp_path / "in"
+    for name in ("a/x.jpg", "a/x.png", "b/y.JPG", "b/z.webp", ".cache/w.jpg", "readme.txt"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(b"")
+    (tmp_path / "out" / "b").mkdir(parents=True)
+    (tmp_path / "out" / "b" / "y.png").write_bytes(b"done before")
+    tally = folder.Tally()
+
+    tasks, ignored = folder.plan(source, tmp_path / "out", "png", overwrite=False, tally=tally)
+
+    assert [(str(task.relative), task.target) for task in tasks] == [
+        ("a/x.jpg", tmp_path / "out" / "a" / "x.png"), ("b/z.webp", tmp_path / "out" / "b" / "z.png"),
+    ]
+    assert (ignored, tally.skipped) == (1, 1)
+    assert [failure["input"] for failure in tally.failures] == ["a/x.png"]
+    redo, _ = folder.plan(source, tmp_path / "out", "png", overwrite=True, tally=folder.Tally())
+    assert len(redo) == 3
+
+
+def test_outputs_inside_the_input_folder_are_not_inputs(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x.jpg").write_bytes(b"an earlier run's output")
+    tasks, _ = folder.plan(tmp_path, tmp_path / "out", "jpeg", overwrite=True, tally=folder.Tally())
+    assert [str(task.relative) for task in tasks] == ["x.jpg"]
+
+
+def test_in_process_run_without_url(tmp_path, capsys):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "sub" / "pair.png").write_bytes(photos.encode(photos.two_faces()))
+    (tmp_path / "in" / "broken.png").write_bytes(photos.encode(photos.two_faces())[:500])
+    report = tmp_path / "report.json"
+
+    code = folder.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--format", "webp",
+                        "--report", str(report)])
+
+    assert code == folder.EXIT_FAILED
+    assert images.decode((tmp_path / "out" / "sub" / "pair.webp").read_bytes()).rgb.shape == (320, 640, 3)
+    summary = json.loads(report.read_text())
+    assert (summary["done"], summary["failed"]) == (1, 1)
+    assert summary["failures"][0]["input"] == "broken.png"
+    assert "corrupt_image" in summary["failures"][0]["error"]
+    assert "done 1, skipped 0, failed 1" in capsys.readouterr().out
