@@ -26,7 +26,7 @@ Columns:
   pictures' ink-line pixels matched within 1 px.
 
 Usage (from the repository root; needs the photo packages of ``tools.photos``):
-    python -m tools.cartoon_metrics --styles-dir cartoon/styles [--gallery docs/gallery]
+    python -m tools.cartoon_metrics --styles-dir cartoon/styles [--gallery /tmp/gallery]
 
 Photos can be scored by separate processes (``--photos ... --json part.json``) and the
 parts printed as one table with ``--tables part1.json part2.json ...``.

@@ -1,7 +1,9 @@
-"""Renders the gallery: every evaluation photo beside every style, whole and head crop.
+"""Renders the gallery: evaluation photos beside every style, whole and head crop.
 
-For each evaluation photo (``tools.photos.EVALUATION``, never trained on) it writes two
-JPEG strips to the gallery directory, each "photo | style 1 | style 2 | ...":
+For each photo (by default ``tools.photos.GALLERY``: the evaluation photos, never
+trained on, whose own licence lets us publish stylised copies; any evaluation photo
+with ``--photos``, for looking at locally) it writes two JPEG strips to the gallery
+directory, each "photo | style 1 | style 2 | ...":
 
 * ``<photo>_whole.jpg``: the complete served output of ``cartoon.pipeline.Pipeline``
   (background plus pasted-back heads), so seams and colour casts show;
@@ -12,7 +14,8 @@ JPEG strips to the gallery directory, each "photo | style 1 | style 2 | ...":
 It also writes ``strip.jpg``, the README's strip: the head crops of the first four
 photos with a face, one row each. The figures (palette, flat regions, line coverage,
 student against teacher) come from ``python -m tools.cartoon_metrics``, which can write
-the same strips while it scores (``--gallery``), so the pipeline runs once per picture.
+the same strips while it scores (``--gallery``), so the pipeline runs once per picture;
+point that at a scratch directory, as it writes strips of every photo it scores.
 
 Usage (from the repository root; needs the photo packages of ``tools.photos``):
     python -m tools.render_gallery --styles-dir cartoon/styles --out docs/gallery
@@ -150,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--styles-dir", type=Path, default=Path("cartoon/styles"))
     parser.add_argument("--out", type=Path, default=Path("docs/gallery"), help="gallery directory")
-    parser.add_argument("--photos", nargs="*", default=[p.id for p in packaged.EVALUATION])
+    parser.add_argument("--photos", nargs="*", default=[p.id for p in packaged.GALLERY])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--readme-strip-only", action="store_true",

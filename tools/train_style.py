@@ -94,6 +94,7 @@ class TrainConfig:
     seed: int = 0
     width: int = 16  # UNet width C
     lr: float = 2e-3  # Adam peak learning rate
+    grad_clip: float = 0.0  # largest gradient norm per step; 0 leaves gradients alone
     warmup: float = 0.03  # fraction of steps with a linear warm-up
     batch: int = 8
     patch: int = 128  # side of the square training patches (px)
@@ -447,6 +448,10 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.grad_clip > 0:
+            # A 6000-step comic run at lr 2e-3 jumped to a stuck output (loss 0.21 -> 1.10
+            # within 200 steps) and never came back; clipping stops such a jump.
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.optimizer.step()
         return loss.item()
 
@@ -606,7 +611,7 @@ def parse_args() -> TrainConfig:
     defaults = TrainConfig(style=DEFAULT_STYLE, out="cartoon/styles")
     parser.add_argument("--style", required=True, choices=sorted(DESCRIPTIONS))
     parser.add_argument("--out", default=defaults.out, help="weights dir; registry.json is updated")
-    floats = ("minutes", "head_share", "lr", "edge_weight", "line_weight")
+    floats = ("minutes", "head_share", "lr", "grad_clip", "edge_weight", "line_weight")
     integers = (
         "seed", "width", "batch", "patch", "head_pool", "background_variants",
         "synthetic_scenes", "threads",
