@@ -39,7 +39,7 @@ class AppArgs(BaseModel):
         "auto", description="UNet precision: auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)"
     )
     cpu_threads: int = Field(0, ge=0, description="torch threads on CPU; 0 = the replica's num_cpus, at least 1")
-    styles_per_replica: int = Field(2, ge=1, description="styles each Cartoonizer keeps loaded (LRU)")
+    styles_per_replica: int = Field(4, ge=1, description="styles each Cartoonizer keeps loaded (LRU)")
     gpu_memory_fraction: float = Field(
         0.0, ge=0.0, le=1.0,
         description="per-replica CUDA memory cap; 0 = the replica's num_gpus less 1 GiB for the CUDA context",
