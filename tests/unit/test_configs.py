@@ -68,8 +68,9 @@ def test_config_parses_with_serves_schema_and_app_args(path):
     (app,) = schema.applications
     assert app.import_path == "serve_app.app:build_app"
     AppArgs(**app.args)
-    # The image or the checkout holds the code and weights; nothing is fetched at start.
-    assert not app.runtime_env
+    # The image or the checkout holds the code and weights; nothing is fetched at start:
+    # a runtime_env may set environment variables, nothing else (no working_dir, pip...).
+    assert set(app.runtime_env or {}) <= {"env_vars"}
     # Serve's schema ignores unknown deployment options, so a typo would pass unseen.
     for name, deployment in deployments(path).items():
         unknown = set(deployment) - set(DeploymentSchema.model_fields)
