@@ -160,6 +160,10 @@ def run_variant(args, name: str, simulated: dict, photo: Photo, model_capacity: 
             samples, done, delta = asyncio.run(
                 open_loop(target, photo, rate, args.seconds, seed=index + 1, app="cartoon"))
             ok = [s for s in samples if s.ok]
+            failed = sorted(s.status for s in samples if s.status == 0 or s.status >= 500)
+            if failed:
+                # The sweep measures batching, not failures: a broken graph must not pass as a slow one.
+                raise SystemExit(f"{name} {load}%: {len(failed)} of {len(samples)} answers failed, statuses {set(failed)}")
             latencies = [s.latency_s * 1000 for s in ok]
             row = {
                 "variant": name, "load_pct": load, "offered": rate, "sent": len(samples), "ok": len(ok),

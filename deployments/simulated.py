@@ -24,6 +24,7 @@ class SimulatedStylizer:
         self.fixed_ms = fixed_ms
         self.ms_per_megapixel = ms_per_megapixel
         self.device_lock = device_lock
+        self.paste_mask = None  # pieces are pasted back with the default ellipse, as a native style's
         self.mode = InferenceMode(
             torch.device("cpu"), "fp32", False,
             f"SIMULATED forward for benchmarks: {fixed_ms} ms + {ms_per_megapixel} ms/Mpx, no model",

@@ -1,6 +1,8 @@
 """The Cartoonizer's batch-wait tuner, launch counter and simulated forward (no Ray)."""
 
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from deployments.batching import BatchWaitTuner, LaunchCounter
 from deployments.simulated import SimulatedStylizer
 
+ROOT = Path(__file__).resolve().parents[2]
 HEAD = ("head", 288, 288, 3)
 TILE = ("background", 512, 512, 3)
 
@@ -63,3 +66,13 @@ def test_simulated_forward_sleeps_its_cost_and_returns_the_pieces(tmp_path):
     assert stylizer.run(pieces, "background") is pieces
     assert time.perf_counter() - start >= 0.12
     assert "SIMULATED" in stylizer.mode.describe()["reason"]
+
+
+def test_simulated_forward_offers_what_the_cartoonizer_reads_from_a_stylizer(tmp_path):
+    stylizer = SimulatedStylizer(fixed_ms=1.0, ms_per_megapixel=1.0, device_lock=None)
+    source = (ROOT / "deployments" / "cartoonizer.py").read_text()
+    # Every attribute the Cartoonizer reads off the stylizer it holds (a real one or this one).
+    read = set(re.findall(r"\bstylizer\.([a-z_]+)", source))
+    assert read, "the Cartoonizer no longer names its stylizer 'stylizer'; update this test"
+    missing = sorted(name for name in read if not hasattr(stylizer, name))
+    assert not missing, f"SimulatedStylizer lacks {missing}: a simulated graph would answer 500"
