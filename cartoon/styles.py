@@ -213,17 +213,9 @@ class Stylizer:
         return apply_batch(self.generate(pieces, kind), self.finish)
 
     def generate(self, pieces: np.ndarray, kind: str) -> np.ndarray:
-        """The generators' output alone, without the finish (what precision changes).
+        """The generators' output alone, without the finish: what precision changes.
 
-        Args:
-            pieces: (B, H, W, 3) uint8, H and W multiples of 4.
-            kind: "head" or "background".
-
-        Returns:
-            (B, H, W, 3) uint8.
-
-        Raises:
-            DeviceOutOfMemoryError: the batch and its halves did not fit in GPU memory.
+        Takes, returns and raises what ``run`` does.
         """
         return halve_on_out_of_memory(lambda part: self._forward(part, kind), pieces)
 
