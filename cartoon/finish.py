@@ -129,13 +129,36 @@ def _byte_indices(palette: Palette) -> np.ndarray:
     return np.stack(_lattice_indices(ramp, palette, 1.0), axis=-1).astype(np.uint8)
 
 
+@lru_cache(maxsize=16)
+def _rendered_lattice(palette: Palette) -> np.ndarray:
+    """The lattice table as the finish needs it: each teacher colour snaps back to itself.
+
+    A lattice point outside the sRGB gamut is drawn clipped, and the clipped colour lies
+    in another point's cell (a saturated orange suit moves one band). A cell whose own
+    point cannot be drawn therefore reads the colour of a point whose drawing lands in
+    it, so a student that reproduces the teacher's drawn colour keeps it.
+    """
+    table = _lattice(palette, 0.0, 1.0)[0]
+    colours = table.reshape(-1, 3)
+    # Through the same 8-bit path as the pictures, so "lands in" means what it will mean.
+    drawn = cv2.LUT(cv2.cvtColor(colours[None], cv2.COLOR_RGB2LAB), _byte_indices(palette))[0]
+    cells = np.ravel_multi_index(tuple(drawn.T.astype(np.intp)), table.shape[:3])
+    points = np.arange(len(colours))
+    drawable = cells == points
+    moved = ~drawable & ~drawable[cells]
+    remap = points.copy()
+    remap[cells[moved]] = points[moved]
+    return colours[remap].reshape(table.shape)
+
+
 def snap_bytes(lab8: np.ndarray, palette: Palette) -> np.ndarray:
     """``snap`` for OpenCV's 8-bit CIELAB (L* scaled to 0-255, a* and b* offset by 128).
 
     Table lookups only: several times faster than converting to float CIELAB first,
-    with L* in steps of 100/255, far finer than any band here.
+    with L* in steps of 100/255, far finer than any band here. Cells of colours the
+    lattice cannot draw read the colours drawn there instead (``_rendered_lattice``).
     """
-    table = _lattice(palette, 0.0, 1.0)[0]
+    table = _rendered_lattice(palette)
     index = cv2.LUT(lab8, _byte_indices(palette)).astype(np.int32)
     flat = (index[..., 0] * table.shape[1] + index[..., 1]) * table.shape[2] + index[..., 2]
     return np.take(table.reshape(-1, 3), flat, axis=0)

@@ -42,13 +42,21 @@ def test_byte_snap_agrees_with_the_float_snap_away_from_lattice_boundaries():
 
 
 @pytest.mark.parametrize("style", FINISHED)
-def test_finishing_a_teachers_picture_leaves_it_almost_as_it_is(style):
-    """The finish snaps to the teacher's own lattice and inks by the teacher's rule."""
-    drawn = teacher(style)(shrink(photos.grace_hopper(), 320))
+@pytest.mark.parametrize("photo", [photos.astronaut, photos.grace_hopper])
+def test_finishing_a_teachers_picture_leaves_it_almost_as_it_is(style, photo):
+    """The finish snaps to the teacher's own lattice and inks by the teacher's rule.
+
+    Measured (share of pixels moved by more than 2 CIELAB units): toon 0.20 and 0.14,
+    comic 0.12 and 0.04 (astronaut, Grace Hopper); what moves are near-blacks snapping
+    to black and line pixels the rule inks a pixel wider or narrower. Forgetting the
+    teacher's lift in the lattice moves the median pixel by 4-8 units and 0.38-0.78
+    of the pixels.
+    """
+    drawn = teacher(style)(shrink(photo(), 320))
     finished = finish.apply(drawn, finish.FINISHES[style])
-    changed = np.abs(finished.astype(np.int16) - drawn).max(axis=2) > 12
-    # What may move: the median filter's corners and the ink rule re-run on inked lines.
-    assert changed.mean() < 0.08, f"{changed.mean():.3f} of the pixels changed"
+    moved = np.linalg.norm(finish.to_lab(finished) - finish.to_lab(drawn), axis=2)
+    assert np.median(moved) < 1.0
+    assert (moved > 2.0).mean() < 0.3, f"{(moved > 2.0).mean():.3f} of the pixels moved"
 
 
 @pytest.mark.parametrize("style", FINISHED)
