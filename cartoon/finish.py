@@ -53,7 +53,8 @@ class Finish:
             boundary crosses a soft gradient.
         lines: the teacher's outline rule.
         ink: (R, G, B) of a solid ink, or None for a shaded ink: a very dark shade of
-            the colour under the line, as on inked cels (``INK_SHADE``).
+            the colour under the line, as on inked cels.
+        ink_shade: (scale, add) of the shaded ink: colour x scale + add.
         black_below: L* under which an area is filled with ink (comic's spotted
             blacks), or None.
     """
@@ -62,6 +63,7 @@ class Finish:
     median: int
     lines: LineParams
     ink: tuple[int, int, int] | None = None
+    ink_shade: tuple[float, float] = (0.08, 6.0)
     black_below: float | None = None
 
 
@@ -184,12 +186,16 @@ def spotted_blacks(lightness: np.ndarray, below: float) -> np.ndarray:
     return cv2.medianBlur((lightness < below).astype(np.uint8), 5).astype(bool)
 
 
-def ink(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] | None) -> np.ndarray:
-    """Inks the masked pixels of ``rgb`` in place: a solid colour, or a dark shade when None."""
+def ink(
+    rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] | None, shade: tuple[float, float] = (0.18, 12.0)
+) -> np.ndarray:
+    """Inks the masked pixels of ``rgb`` in place: a solid colour, or when None a dark
+    shade of the colour under them (colour x ``shade[0]`` + ``shade[1]``)."""
     if colour is not None:
         rgb[mask] = colour
     else:
-        rgb[mask] = _SHADE[rgb[mask]]
+        table = np.round(np.arange(256, dtype=np.float32) * shade[0] + shade[1]).astype(np.uint8)
+        rgb[mask] = table[rgb[mask]]
     return rgb
 
 
@@ -201,7 +207,7 @@ def apply(rgb: np.ndarray, finish: Finish) -> np.ndarray:
     mask = dark_lines(lightness, finish.lines)
     if finish.black_below is not None:
         mask |= spotted_blacks(lightness, finish.black_below)
-    return ink(out, mask, finish.ink)
+    return ink(out, mask, finish.ink, finish.ink_shade)
 
 
 def apply_batch(pieces: np.ndarray, finish: Finish | None) -> np.ndarray:
@@ -212,19 +218,22 @@ def apply_batch(pieces: np.ndarray, finish: Finish | None) -> np.ndarray:
 
 
 # The teachers' parameters (tools/teachers.py reads them from here), by style name.
-# Lines: thresholds low enough that the main edges of a picture get an outline (the
-# teacher's line coverage near a plain cartoon filter's, docs/MODEL_CARD.md) and inks
-# dark enough to read as lines on mid-dark colours too.
-INK_SHADE = (0.08, 6.0)  # shaded ink = colour * scale + add
-_SHADE = np.round(np.arange(256, dtype=np.float32) * INK_SHADE[0] + INK_SHADE[1]).astype(np.uint8)
 TOON_PALETTE = Palette(band=20.0, offset=4.0, chroma_step=12.0)
 TOON_LIFT = 4.0
-TOON_LINES = LineParams(sigma=1.0, threshold=1.0, min_area=16, thicken=0)
+TOON_LINES = LineParams(sigma=1.2, threshold=1.6, min_area=16, thicken=0)
+# Comic's lines and blacks were made bolder in round 3 (docs/MODEL_CARD.md): outlines on
+# more of a picture's main edges, and only its shadows spotted black.
 COMIC_PALETTE = Palette(band=26.0, offset=6.0, chroma_step=20.0)
 COMIC_LIFT = 8.0
 COMIC_LINES = LineParams(sigma=1.2, threshold=1.4, min_area=24, thicken=1)
 COMIC_BLACK = 15.0  # L* below which an area is spotted solid black
 COMIC_INK = (16, 14, 18)
+
+
+# The finish inks toon at a lower threshold and in a darker ink than its teacher: the
+# student's outlines are softer and paler than the teacher's, and the finish's median
+# thins them (chosen on the training photos, docs/MODEL_CARD.md).
+TOON_FINISH_LINES = LineParams(sigma=1.0, threshold=1.0, min_area=16, thicken=0)
 
 
 def _lifted(palette: Palette, lift: float) -> Palette:
@@ -233,10 +242,10 @@ def _lifted(palette: Palette, lift: float) -> Palette:
 
 
 FINISHES: dict[str, Finish] = {
-    "toon": Finish(_lifted(TOON_PALETTE, TOON_LIFT), median=5, lines=TOON_LINES),
+    "toon": Finish(_lifted(TOON_PALETTE, TOON_LIFT), median=3, lines=TOON_FINISH_LINES),
     # The student has learnt comic's stroke width; thickening again would fill the strokes.
     "comic": Finish(
-        _lifted(COMIC_PALETTE, COMIC_LIFT), median=5, lines=replace(COMIC_LINES, thicken=0), ink=COMIC_INK,
+        _lifted(COMIC_PALETTE, COMIC_LIFT), median=3, lines=replace(COMIC_LINES, thicken=0), ink=COMIC_INK,
         black_below=COMIC_BLACK,
     ),
 }

@@ -112,7 +112,7 @@ def toon(rgb: np.ndarray) -> np.ndarray:
     _, lab = _flatten(rgb, TOON_FLAT)
     out = _posterize(lab, TOON_FLAT)
     # Outlines are a very dark shade of the colour under them, as inked cels are.
-    return ink(out, dark_lines(lab[..., 0], TOON_LINES), None)
+    return ink(out, dark_lines(lab[..., 0], TOON_LINES), None, shade=(0.18, 12.0))
 
 
 def comic(rgb: np.ndarray) -> np.ndarray:
