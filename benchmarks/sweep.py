@@ -245,12 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     print(common.markdown_table(
         ["variant", "load %", "offered img/s", "achieved img/s", "ok/sent", "503/504", "mean batch", "/ max",
          "p50 ms", "p95 ms", "split launches / launches", "replicas", "batch wait s (dilated)"], table))
-    starved = [f"{row['variant']} {row['load_pct']}%" for row in rows
-               if row["load_pct"] <= 90 and row["achieved"] < 0.9 * row["offered"]]
+    behind = [row for row in rows if row["load_pct"] <= 90 and row["achieved"] < 0.9 * row["offered"]]
+    kept_up = {row["load_pct"] for row in rows if row not in behind}
+    # A variant that falls behind where another kept up at the same load is slowed by its
+    # own configuration; only where every variant fell behind were the CPU stages short.
+    starved = [f"{row['variant']} {row['load_pct']}%" for row in behind if row["load_pct"] not in kept_up]
+    slow = [f"{row['variant']} {row['load_pct']}%" for row in behind if row["load_pct"] in kept_up]
+    if slow:
+        print(f"\nBelow capacity, {', '.join(slow)} fell behind the arrivals where another variant "
+              f"kept up at the same load: that configuration's own limit, not the machine's.")
     if starved:
         print(f"\n**Not a measurement of batching**: below capacity the graph fell behind the arrivals "
-              f"({', '.join(starved)}), so this machine's CPU stages, not the simulated model, were the "
-              f"bottleneck. Rerun on a quieter machine or with a larger --dilation.")
+              f"({', '.join(starved)}) in every variant, so this machine's CPU stages, not the simulated "
+              f"model, were the bottleneck. Rerun on a quieter machine or with a larger --dilation.")
     path = common.output_path(args.out, "sweep.png")
     plot(rows, path, f"Open-loop sweep, simulated GPU x{args.dilation:g}")
     common.write_json(path.with_suffix(".json"), {"machine": description, "args": vars(args),

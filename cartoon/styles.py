@@ -12,6 +12,7 @@ from cartoon.background import PADDINGS
 from cartoon.constants import CROP_SIZE
 from cartoon.device import halve_on_out_of_memory, resolve_device
 from cartoon.errors import WeightsError
+from cartoon.finish import FINISHES, Finish, apply_batch
 from cartoon.inference import InferenceMode, Precision, checked_bf16, choose_mode
 from cartoon.unet import MODES, UNetGenerator, config_from_weights, load_generator, to_uint8
 
@@ -35,6 +36,8 @@ class Style:
         background_padding: how the background is padded before the UNet
             (``cartoon.background.PADDINGS``).
         mask: a (288, 288) grayscale paste-back mask image; the feathered ellipse if None.
+        finish: the name of the hard last steps (``cartoon.finish.FINISHES``) run on the
+            generators' output, or None for the generators' output as it is.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Style:
     mode: str = "native"
     background_padding: str = "mirror4"
     mask: Path | None = None
+    finish: str | None = None
 
     def public(self) -> dict:
         return {
@@ -56,6 +60,7 @@ class Style:
             "source": self.source,
             "licence": self.licence,
             "mode": self.mode,
+            "finish": self.finish,
         }
 
 
@@ -72,7 +77,10 @@ def _style(directory: Path, entry: dict) -> Style:
         mode=compat.get("mode", "native"),
         background_padding=compat.get("background_padding", "mirror4"),
         mask=directory / compat["mask"] if compat.get("mask") else None,
+        finish=entry.get("finish"),
     )
+    if style.finish is not None and style.finish not in FINISHES:
+        raise ValueError(f"style {style.name!r}: unknown finish {style.finish!r}; known: {', '.join(FINISHES)}")
     if style.mode not in MODES:
         raise ValueError(f"style {style.name!r}: unknown mode {style.mode!r}")
     if style.background_padding not in PADDINGS:
@@ -96,8 +104,8 @@ class StyleRegistry:
         """Reads ``registry.json``.
 
         Its form: {"default": name, "styles": [{name, description, head, background,
-        width, source, licence, compat: {mode, background_padding, mask, ...}}]};
-        source, licence and compat are optional (a style trained here).
+        width, source, licence, finish, compat: {mode, background_padding, mask, ...}}]};
+        source, licence, finish and compat are optional (a style trained here).
         """
         path = Path(directory) / REGISTRY_FILE
         try:
@@ -136,7 +144,8 @@ class Stylizer:
 
     Precision and memory format come from ``cartoon.inference.choose_mode`` unless a
     ``mode`` is given: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32. A batch
-    that runs out of CUDA memory is retried as two halves, once.
+    that runs out of CUDA memory is retried as two halves, once. A style's finish
+    (``cartoon.finish``) runs on the generators' output, on the CPU.
     """
 
     def __init__(
@@ -146,8 +155,10 @@ class Stylizer:
         device: str | torch.device = "auto",
         mode: InferenceMode | None = None,
         paste_mask: np.ndarray | None = None,
+        finish: Finish | None = None,
     ):
         self.paste_mask = paste_mask
+        self.finish = finish
         self.device = resolve_device(str(device))
         self.mode = mode or choose_mode(self.device)
         self.dtype = self.mode.dtype
@@ -183,11 +194,11 @@ class Stylizer:
             mode = checked_bf16(mode, list(generators.values()))
         return cls(
             generators["head"], generators["background"], device, mode,
-            paste_mask=load_mask(style),
+            paste_mask=load_mask(style), finish=FINISHES[style.finish] if style.finish else None,
         )
 
     def run(self, pieces: np.ndarray, kind: str) -> np.ndarray:
-        """Stylizes a batch.
+        """Stylizes a batch: the generators, then the style's finish.
 
         Args:
             pieces: (B, H, W, 3) uint8, H and W multiples of 4.
@@ -198,6 +209,13 @@ class Stylizer:
 
         Raises:
             DeviceOutOfMemoryError: the batch and its halves did not fit in GPU memory.
+        """
+        return apply_batch(self.generate(pieces, kind), self.finish)
+
+    def generate(self, pieces: np.ndarray, kind: str) -> np.ndarray:
+        """The generators' output alone, without the finish: what precision changes.
+
+        Takes, returns and raises what ``run`` does.
         """
         return halve_on_out_of_memory(lambda part: self._forward(part, kind), pieces)
 

@@ -353,11 +353,14 @@ class Ingress:
             composed = self.postprocessor.compose.remote(stylized, full_size)
             responses += [stylized, composed]
             return await composed
-        except BaseException:
+        except BaseException as exc:
             # A client gone (Serve cancels this task), a timeout, or a stage's error:
             # nothing downstream should keep working on this image.
             for response in responses:
                 response.cancel()
+            if isinstance(exc, asyncio.CancelledError):
+                _logger.info("request cancelled (client gone or deadline passed); cancelled %d downstream calls",
+                             len(responses))
             raise
 
     async def _cartoonize(self, data: bytes, options: Options, style: str, deadline: float) -> Result:

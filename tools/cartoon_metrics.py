@@ -10,7 +10,10 @@ the output's size are scored:
 * ``teacher``: the style's teacher put together the way the service puts the student
   together: the teacher draws the shrunk picture and every aligned head crop, and
   ``cartoon.compose.compose`` pastes the heads back;
-* ``student``: the served output of the in-process ``cartoon.pipeline.Pipeline``.
+* ``network``: the same, with the style's finish (``cartoon.finish``) left out: what the
+  UNet student alone draws;
+* ``student``: the served output of the in-process ``cartoon.pipeline.Pipeline`` (the
+  network, then the finish).
 
 Columns:
 
@@ -22,7 +25,7 @@ Columns:
   dark, thin structures (``ink_lines``);
 * ``dG``: mean green shift against the photo in levels (a colour cast shows here first:
   warming skin and wood lowers green against red);
-* for the student: ``PSNR`` against the teacher and ``line F1``, the F1 of the two
+* for the network and the student: ``PSNR`` against the teacher and ``line F1``, the F1 of the two
   pictures' ink-line pixels matched within 1 px.
 
 Usage (from the repository root; needs the photo packages of ``tools.photos``):
@@ -34,7 +37,7 @@ parts printed as one table with ``--tables part1.json part2.json ...``.
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -154,7 +157,7 @@ class Row:
 
     photo: str
     style: str
-    picture: str  # photo | opencv | teacher | student
+    picture: str  # photo | opencv | teacher | network | student
     palette: int
     flat: float
     lines: float
@@ -186,10 +189,13 @@ def evaluate(
         gallery: a directory for the gallery strips of ``tools.render_gallery``, or None.
 
     Returns:
-        Rows: per photo, the photo and the filter once, then teacher and student per style.
+        Rows: per photo, the photo and the filter once, then teacher, network and student
+        per style.
     """
     registry = StyleRegistry.from_directory(styles_dir)
     pipeline = Pipeline(registry, PipelineSettings(device="cpu"))
+    unfinished = StyleRegistry([replace(style, finish=None) for style in registry.styles.values()], registry.default)
+    network_only = Pipeline(unfinished, PipelineSettings(device="cpu"))
     rows = []
     for photo_id in photo_ids:
         photo = packaged.load(photo_id)
@@ -202,9 +208,11 @@ def evaluate(
         for style in gallery_order(registry):
             drawn = teacher_composite(pipeline, photo, style)
             served = images.decode(pipeline(photo, Options(style=style)).data).rgb
+            network = images.decode(network_only(photo, Options(style=style)).data).rgb
             rows.append(score(name, style, "teacher", drawn, photo, edges))
+            rows.append(score(name, style, "network", network, photo, edges, drawn))
             rows.append(score(name, style, "student", served, photo, edges, drawn))
-            pictures |= {f"{style}_teacher": drawn, f"{style}_student": served}
+            pictures |= {f"{style}_teacher": drawn, f"{style}_network": network, f"{style}_student": served}
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             for label, picture in pictures.items():
@@ -238,14 +246,14 @@ def table(rows: list[Row]) -> str:
     opencv_rows = {r.photo: r for r in rows if r.picture == "opencv"}
     groups = [("-", "opencv")] + [
         (style, kind) for style in dict.fromkeys(r.style for r in rows if r.style != "-")
-        for kind in ("teacher", "student")
+        for kind in ("teacher", "network", "student")
     ]
     for style, kind in groups:
         chosen = [r for r in rows if r.style == style and r.picture == kind]
         ratio = np.mean([r.palette / photo_rows[r.photo].palette for r in chosen])
         lines_ratio = np.mean([r.lines / max(opencv_rows[r.photo].lines, 1e-9) for r in chosen])
         mean = lambda key: np.mean([getattr(r, key) for r in chosen])  # noqa: E731
-        student = kind == "student"
+        student = kind in ("network", "student")
         lines.append(
             f"| {style} | {kind} | {ratio:.2f} | {mean('flat'):.2f} | {mean('lines'):.2f} | "
             f"{lines_ratio:.2f} | {mean('green_shift'):+.1f} | "

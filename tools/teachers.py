@@ -37,6 +37,23 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from cartoon.finish import (
+    COMIC_BLACK,
+    COMIC_INK,
+    COMIC_LIFT,
+    COMIC_LINES,
+    COMIC_PALETTE,
+    TOON_LIFT,
+    TOON_LINES,
+    TOON_PALETTE,
+    LineParams,
+    Palette,
+    dark_lines,
+    ink,
+    snap,
+    spotted_blacks,
+)
+
 Renderer = Callable[[np.ndarray], np.ndarray]
 
 
@@ -44,27 +61,14 @@ Renderer = Callable[[np.ndarray], np.ndarray]
 class FlatParams:
     """How a picture is flattened into a few colour regions (CIELAB units)."""
 
+    palette: Palette  # the lattice the colours snap to (cartoon.finish)
     passes: int = 4  # bilateral passes; each flattens texture further
     diameter: int = 9  # bilateral window (px)
     sigma_color: float = 28.0  # bilateral range sigma (uint8 levels): edges above it survive
     sigma_space: float = 6.0  # bilateral spatial sigma (px)
-    band: float = 20.0  # L* height of one flat band
-    band_offset: float = 0.0  # shifts the band boundaries (L*)
-    chroma_step: float = 12.0  # a*, b* grid step: larger = fewer hues
     chroma_gain: float = 1.15  # a*, b* multiplier before snapping
     lift: float = 4.0  # L* added to every band: cartoons are bright
     median: int = 7  # median window that cleans band-boundary speckle (odd px)
-
-
-@dataclass(frozen=True)
-class LineParams:
-    """Thresholded difference-of-Gaussian outlines of the flattened lightness."""
-
-    sigma: float = 1.0  # inner Gaussian (px)
-    ratio: float = 2.0  # outer sigma / inner sigma
-    threshold: float = 3.0  # DoG depth (L*) above which a pixel is a line
-    min_area: int = 10  # connected line pieces smaller than this (px) are dropped
-    thicken: int = 1  # dilation radius (px); 0 keeps the DoG width
 
 
 def _check(rgb: np.ndarray) -> None:
@@ -83,37 +87,12 @@ def _flatten(rgb: np.ndarray, params: FlatParams) -> tuple[np.ndarray, np.ndarra
 
 def _posterize(lab: np.ndarray, params: FlatParams) -> np.ndarray:
     """Snaps L* to bands and a*, b* to a grid; returns uint8 RGB with flat regions."""
-    snapped = lab.copy()
-    bands = np.floor((lab[..., 0] - params.band_offset) / params.band)
-    snapped[..., 0] = np.clip((bands + 0.5) * params.band + params.band_offset + params.lift, 0, 100)
-    chroma = lab[..., 1:] * params.chroma_gain
-    snapped[..., 1:] = np.round(chroma / params.chroma_step) * params.chroma_step
-    rgb = np.clip(cv2.cvtColor(snapped, cv2.COLOR_LAB2RGB), 0.0, 1.0)
-    rgb = np.round(rgb * 255.0).astype(np.uint8)
+    rgb = snap(lab, params.palette, params.lift, params.chroma_gain)
     return cv2.medianBlur(rgb, params.median)
 
 
-def _lines(lightness: np.ndarray, params: LineParams) -> np.ndarray:
-    """A (H, W) bool mask of outline pixels: darker than their surroundings by a margin."""
-    inner = cv2.GaussianBlur(lightness, (0, 0), params.sigma)
-    outer = cv2.GaussianBlur(lightness, (0, 0), params.sigma * params.ratio)
-    mask = ((outer - inner) > params.threshold).astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    keep = stats[:, cv2.CC_STAT_AREA] >= params.min_area
-    keep[0] = False
-    mask = keep[labels].astype(np.uint8)
-    if params.thicken:
-        side = 2 * params.thicken + 1
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
-    return mask.astype(bool)
-
-
-TOON_FLAT = FlatParams(passes=5, sigma_color=32.0, band_offset=4.0)
-TOON_LINES = LineParams(sigma=1.2, threshold=1.6, min_area=16, thicken=0)
-COMIC_FLAT = FlatParams(passes=5, sigma_color=36.0, band=26.0, band_offset=6.0,
-                        chroma_step=20.0, chroma_gain=1.35, lift=8.0, median=7)
-COMIC_LINES = LineParams(sigma=1.4, threshold=2.2, min_area=24, thicken=1)
-COMIC_BLACK = 20.0  # L* below which an area is spotted solid black
+TOON_FLAT = FlatParams(TOON_PALETTE, passes=5, sigma_color=32.0, lift=TOON_LIFT)
+COMIC_FLAT = FlatParams(COMIC_PALETTE, passes=5, sigma_color=36.0, chroma_gain=1.35, lift=COMIC_LIFT, median=7)
 SKETCH_LINES = LineParams(sigma=1.0, threshold=3.0, min_area=12, thicken=0)
 
 
@@ -131,11 +110,9 @@ def toon(rgb: np.ndarray) -> np.ndarray:
     """
     _check(rgb)
     _, lab = _flatten(rgb, TOON_FLAT)
-    out = _posterize(lab, TOON_FLAT).astype(np.float32)
-    lines = _lines(lab[..., 0], TOON_LINES)
+    out = _posterize(lab, TOON_FLAT)
     # Outlines are a very dark shade of the colour under them, as inked cels are.
-    out[lines] = out[lines] * 0.18 + 12.0
-    return np.round(out).astype(np.uint8)
+    return ink(out, dark_lines(lab[..., 0], TOON_LINES), None, shade=(0.18, 12.0))
 
 
 def comic(rgb: np.ndarray) -> np.ndarray:
@@ -153,10 +130,8 @@ def comic(rgb: np.ndarray) -> np.ndarray:
     _check(rgb)
     _, lab = _flatten(rgb, COMIC_FLAT)
     out = _posterize(lab, COMIC_FLAT)
-    ink = _lines(lab[..., 0], COMIC_LINES)
-    black = cv2.medianBlur((lab[..., 0] < COMIC_BLACK).astype(np.uint8), 5).astype(bool)
-    out[ink | black] = (16, 14, 18)
-    return out
+    mask = dark_lines(lab[..., 0], COMIC_LINES) | spotted_blacks(lab[..., 0], COMIC_BLACK)
+    return ink(out, mask, COMIC_INK)
 
 
 def sketch(rgb: np.ndarray) -> np.ndarray:
@@ -183,7 +158,7 @@ def sketch(rgb: np.ndarray) -> np.ndarray:
     broad = cv2.GaussianBlur(gray, (0, 0), 10.0)
     tone = strokes * (1.0 - 0.65 * (1.0 - broad))
     lab_l = gray * 100.0
-    contours = _lines(lab_l, SKETCH_LINES)
+    contours = dark_lines(lab_l, SKETCH_LINES)
     tone[contours] = np.minimum(tone[contours], 0.22)
     tone = cv2.GaussianBlur(tone, (0, 0), 0.6)[..., None]
     paper = np.array((0.98, 0.97, 0.94), dtype=np.float32)

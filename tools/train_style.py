@@ -51,6 +51,7 @@ from cartoon.align import similarity_transform, warp_crop
 from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
 from cartoon.device import resolve_device
 from cartoon.faces import DetectorConfig, FaceDetector
+from cartoon.finish import FINISHES
 from cartoon.styles import REGISTRY_FILE
 from cartoon.unet import UNetConfig, UNetGenerator, random_generator, save_weights
 from tools import photos as packaged
@@ -534,6 +535,7 @@ def update_registry(out: Path, style: str, width: int) -> None:
             "source": "trained by this project: tools/train_style.py (docs/MODEL_CARD.md)",
             "licence": "this project's own; no third-party weights or data",
         }
+        | ({"finish": style} if style in FINISHES else {})
     )
     entries.sort(key=lambda entry: (entry["name"] != DEFAULT_STYLE, entry["name"]))
     names = [entry["name"] for entry in entries]

@@ -147,6 +147,24 @@ def test_cors_is_off_by_default_and_allows_only_the_configured_origins(client):
     assert "access-control-allow-origin" not in other.headers
 
 
+def test_a_client_that_goes_away_cancels_its_work_downstream(base_url, large_jpeg, replica_logs):
+    """Serve cancels the request of a client that disconnects; the Ingress cancels its calls."""
+    request_id = f"gone-{uuid.uuid4()}"
+    # 25 MP: seconds of decoding in the FaceAligner, so the request is surely in flight
+    # when the client stops reading after half a second and closes the connection.
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base_url}/v1/cartoonize", params={"max_side": 256}, content=large_jpeg,
+                   headers={"X-Request-Id": request_id}, timeout=httpx.Timeout(120, read=0.5))
+    deadline = time.monotonic() + 60
+    cancelled = []
+    while not cancelled and time.monotonic() < deadline:
+        time.sleep(0.5)
+        cancelled = [line for path in replica_logs.glob("replica_cartoon_Ingress_*.log")
+                     for line in path.read_text(errors="replace").splitlines()
+                     if request_id in line and "request cancelled" in line]
+    assert cancelled, f"no cancellation logged for {request_id}"
+
+
 def replica_actors(app: str, deployment: str) -> list[str]:
     return [actor["name"] for actor in list_named_actors(all_namespaces=True)
             if actor["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")]

@@ -18,15 +18,17 @@ from tools.teachers import teacher
 SHIPPED = ("comic", "sketch", "toon")  # registry.names() order: sorted
 MAX_WEIGHTS_BYTES = 8 * 1024 * 1024
 
-# Floors on the held-out astronaut and Grace Hopper head crops, measured with
-# tools/cartoon_metrics.py's functions and set a margin below (2 dB, 0.1 of F1), so
-# clearly worse weights fail while numeric noise across torch builds does not.
-# PSNR (dB) of the student against its teacher; measured toon 21.5 / 20.5,
-# comic 21.2 / 19.4, sketch 35.5 / 32.5 (astronaut / Grace Hopper):
-HEAD_PSNR_FLOOR = {"toon": 18.5, "comic": 17.4, "sketch": 30.5}
-# F1 of the student's ink-line pixels against the teacher's, matched within 1 px;
-# measured toon 0.84 / 0.89, comic 0.84 / 0.89, sketch 0.93 / 0.96:
-HEAD_LINE_F1_FLOOR = {"toon": 0.74, "comic": 0.74, "sketch": 0.83}
+# Floors on the held-out astronaut and Grace Hopper head crops as served (network and
+# finish), measured with tools/cartoon_metrics.py's functions and set a margin below
+# (2 dB, 0.1 of F1), so clearly worse weights fail while numeric noise across torch
+# builds does not. PSNR (dB) of the served crop against its teacher; measured toon
+# 18.7 / 18.0, comic 19.2 / 17.8, sketch 35.5 / 32.5 (astronaut / Grace Hopper); the
+# finish costs 1-3 dB of it (a pixel the network leaves near a band boundary snaps to
+# the wrong band) for flat bands:
+HEAD_PSNR_FLOOR = {"toon": 16.0, "comic": 15.8, "sketch": 30.5}
+# F1 of the served crop's ink-line pixels against the teacher's, matched within 1 px;
+# measured toon 0.80 / 0.89, comic 0.82 / 0.78, sketch 0.93 / 0.96:
+HEAD_LINE_F1_FLOOR = {"toon": 0.70, "comic": 0.68, "sketch": 0.83}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,251 @@
+"""The hard last steps of a cartoon: colours snapped to a palette lattice, thresholded ink.
+
+A convolutional student learns its teacher's flat regions and outlines as smooth ramps:
+trained for 6000 steps the default style still had about as many colours as the photo
+(docs/MODEL_CARD.md), because a quantiser's step is exactly what a smooth network cannot
+draw. So a style may name a *finish*: its teacher's own two hard steps, applied to the
+student's picture. The student does the expensive, learnt part (the edge-preserving
+flattening and where lines go); the finish projects each pixel onto the colours the
+teacher can produce and inks what is darker than its surroundings, by the teacher's
+rule. ``tools/teachers.py`` builds the teachers from the same functions, so the lattice
+the finish snaps to is the teacher's own (a test checks that finishing a teacher's
+picture leaves it nearly unchanged).
+
+Every step is local (at most a few pixels of context), so finishing background tiles that
+carry the UNet's halo gives the same picture as finishing the whole background.
+"""
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Palette:
+    """A lattice of CIELAB colours: lightness bands and a square (a*, b*) grid."""
+
+    band: float  # L* height of one band
+    offset: float  # L* of a band boundary; bands are centred between boundaries
+    chroma_step: float  # a*, b* grid step
+
+
+@dataclass(frozen=True)
+class LineParams:
+    """Thresholded difference-of-Gaussian outlines of a lightness channel."""
+
+    sigma: float = 1.0  # inner Gaussian (px)
+    ratio: float = 2.0  # outer sigma / inner sigma
+    threshold: float = 3.0  # DoG depth (L*) above which a pixel is a line
+    min_area: int = 10  # connected line pieces smaller than this (px) are dropped
+    thicken: int = 1  # dilation radius (px); 0 keeps the DoG width
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A style's finish, as ``registry.json`` names it (``FINISHES``).
+
+    Attributes:
+        palette: the teacher's colour lattice (without its brightness lift, which the
+            student has already learnt).
+        median: window (odd px) of the median filter that removes speckle where a band
+            boundary crosses a soft gradient.
+        lines: the teacher's outline rule.
+        ink: (R, G, B) of a solid ink, or None for a shaded ink: a very dark shade of
+            the colour under the line, as on inked cels.
+        ink_shade: (scale, add) of the shaded ink: colour x scale + add.
+        black_below: L* under which an area is filled with ink (comic's spotted
+            blacks), or None.
+    """
+
+    palette: Palette
+    median: int
+    lines: LineParams
+    ink: tuple[int, int, int] | None = None
+    ink_shade: tuple[float, float] = (0.08, 6.0)
+    black_below: float | None = None
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB to float32 CIELAB (L* 0-100), in full precision."""
+    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+
+
+# CIELAB's range (a*, b* of sRGB colours stay within it), for the lattice tables.
+_CHROMA_LIMIT = 128.0
+
+
+@lru_cache(maxsize=16)
+def _lattice(palette: Palette, lift: float, chroma_gain: float) -> tuple[np.ndarray, int, int]:
+    """Every lattice colour as uint8 RGB, indexed [band, a step, b step]; the first indices."""
+    first_band = int(np.floor((0.0 - palette.offset) / palette.band))
+    last_band = int(np.floor((100.0 - palette.offset) / palette.band))
+    steps = int(np.ceil(_CHROMA_LIMIT * chroma_gain / palette.chroma_step))
+    bands = np.arange(first_band, last_band + 1, dtype=np.float32)
+    chroma = np.arange(-steps, steps + 1, dtype=np.float32) * palette.chroma_step
+    lab = np.empty((len(bands), len(chroma), len(chroma), 3), np.float32)
+    lab[..., 0] = np.clip((bands + 0.5) * palette.band + palette.offset + lift, 0, 100)[:, None, None]
+    lab[..., 1] = chroma[None, :, None]
+    lab[..., 2] = chroma[None, None, :]
+    rgb = np.clip(cv2.cvtColor(lab.reshape(1, -1, 3), cv2.COLOR_LAB2RGB), 0.0, 1.0)
+    table = np.round(rgb * 255.0).astype(np.uint8).reshape(lab.shape)
+    return table, first_band, -steps
+
+
+def _lattice_indices(lab: np.ndarray, palette: Palette, chroma_gain: float) -> tuple[np.ndarray, ...]:
+    """Each colour's (band, a step, b step) indices into ``_lattice``'s table."""
+    table, first_band, first_step = _lattice(palette, 0.0, chroma_gain)
+    band = np.floor((lab[..., 0] - palette.offset) / palette.band).astype(np.int32) - first_band
+    chroma = np.rint(lab[..., 1:] * (chroma_gain / palette.chroma_step)).astype(np.int32) - first_step
+    np.clip(band, 0, table.shape[0] - 1, out=band)
+    np.clip(chroma, 0, table.shape[1] - 1, out=chroma)
+    return band, chroma[..., 0], chroma[..., 1]
+
+
+def snap(lab: np.ndarray, palette: Palette, lift: float = 0.0, chroma_gain: float = 1.0) -> np.ndarray:
+    """Snaps CIELAB colours onto a palette lattice; returns uint8 RGB.
+
+    Each pixel's lattice point is found by index arithmetic and its RGB read from a
+    table of the whole lattice (a few thousand colours, converted once), which is
+    several times faster than converting every pixel back from CIELAB.
+
+    Args:
+        lab: (H, W, 3) float32 CIELAB.
+        palette: the lattice.
+        lift: L* added to every band centre (a teacher brightens its cartoons).
+        chroma_gain: a*, b* multiplier before snapping (a teacher saturates).
+
+    Returns:
+        (H, W, 3) uint8 RGB whose colours are lattice points.
+    """
+    table = _lattice(palette, lift, chroma_gain)[0]
+    return table[_lattice_indices(lab, palette, chroma_gain)]
+
+
+@lru_cache(maxsize=16)
+def _byte_indices(palette: Palette) -> np.ndarray:
+    """A (1, 256, 3) lookup table from OpenCV's 8-bit CIELAB to lattice indices."""
+    levels = np.arange(256, dtype=np.float32)
+    ramp = np.stack([levels * (100.0 / 255.0), levels - 128.0, levels - 128.0], axis=-1)[None]
+    return np.stack(_lattice_indices(ramp, palette, 1.0), axis=-1).astype(np.uint8)
+
+
+@lru_cache(maxsize=16)
+def _rendered_lattice(palette: Palette) -> np.ndarray:
+    """The lattice table as the finish needs it: each teacher colour snaps back to itself.
+
+    A lattice point outside the sRGB gamut is drawn clipped, and the clipped colour lies
+    in another point's cell (a saturated orange suit moves one band). A cell whose own
+    point cannot be drawn therefore reads the colour of a point whose drawing lands in
+    it, so a student that reproduces the teacher's drawn colour keeps it.
+    """
+    table = _lattice(palette, 0.0, 1.0)[0]
+    colours = table.reshape(-1, 3)
+    # Through the same 8-bit path as the pictures, so "lands in" means what it will mean.
+    drawn = cv2.LUT(cv2.cvtColor(colours[None], cv2.COLOR_RGB2LAB), _byte_indices(palette))[0]
+    cells = np.ravel_multi_index(tuple(drawn.T.astype(np.intp)), table.shape[:3])
+    points = np.arange(len(colours))
+    drawable = cells == points
+    moved = ~drawable & ~drawable[cells]
+    remap = points.copy()
+    remap[cells[moved]] = points[moved]
+    return colours[remap].reshape(table.shape)
+
+
+def snap_bytes(lab8: np.ndarray, palette: Palette) -> np.ndarray:
+    """``snap`` for OpenCV's 8-bit CIELAB (L* scaled to 0-255, a* and b* offset by 128).
+
+    Table lookups only: several times faster than converting to float CIELAB first,
+    with L* in steps of 100/255, far finer than any band here. Cells of colours the
+    lattice cannot draw read the colours drawn there instead (``_rendered_lattice``).
+    """
+    table = _rendered_lattice(palette)
+    index = cv2.LUT(lab8, _byte_indices(palette)).astype(np.int32)
+    flat = (index[..., 0] * table.shape[1] + index[..., 1]) * table.shape[2] + index[..., 2]
+    return np.take(table.reshape(-1, 3), flat, axis=0)
+
+
+def dark_lines(lightness: np.ndarray, params: LineParams) -> np.ndarray:
+    """A (H, W) bool mask of outline pixels: darker than their surroundings by a margin."""
+    inner = cv2.GaussianBlur(lightness, (0, 0), params.sigma)
+    outer = cv2.GaussianBlur(lightness, (0, 0), params.sigma * params.ratio)
+    mask = ((outer - inner) > params.threshold).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= params.min_area
+    keep[0] = False
+    mask = keep[labels].astype(np.uint8)
+    if params.thicken:
+        side = 2 * params.thicken + 1
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    return mask.astype(bool)
+
+
+def spotted_blacks(lightness: np.ndarray, below: float) -> np.ndarray:
+    """A (H, W) bool mask of areas darker than ``below`` (L*), without pixel speckle."""
+    return cv2.medianBlur((lightness < below).astype(np.uint8), 5).astype(bool)
+
+
+def ink(
+    rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] | None, shade: tuple[float, float] = (0.18, 12.0)
+) -> np.ndarray:
+    """Inks the masked pixels of ``rgb`` in place: a solid colour, or when None a dark
+    shade of the colour under them (colour x ``shade[0]`` + ``shade[1]``)."""
+    if colour is not None:
+        rgb[mask] = colour
+    else:
+        table = np.round(np.arange(256, dtype=np.float32) * shade[0] + shade[1]).astype(np.uint8)
+        rgb[mask] = table[rgb[mask]]
+    return rgb
+
+
+def apply(rgb: np.ndarray, finish: Finish) -> np.ndarray:
+    """Finishes one (H, W, 3) uint8 picture; returns a new (H, W, 3) uint8 picture."""
+    lab8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    out = cv2.medianBlur(snap_bytes(lab8, finish.palette), finish.median)
+    lightness = lab8[..., 0].astype(np.float32) * (100.0 / 255.0)
+    mask = dark_lines(lightness, finish.lines)
+    if finish.black_below is not None:
+        mask |= spotted_blacks(lightness, finish.black_below)
+    return ink(out, mask, finish.ink, finish.ink_shade)
+
+
+def apply_batch(pieces: np.ndarray, finish: Finish | None) -> np.ndarray:
+    """Finishes a (B, H, W, 3) uint8 batch; returns it unchanged when ``finish`` is None."""
+    if finish is None:
+        return pieces
+    return np.stack([apply(piece, finish) for piece in pieces]) if len(pieces) else pieces
+
+
+# The teachers' parameters (tools/teachers.py reads them from here), by style name.
+TOON_PALETTE = Palette(band=20.0, offset=4.0, chroma_step=12.0)
+TOON_LIFT = 4.0
+TOON_LINES = LineParams(sigma=1.2, threshold=1.6, min_area=16, thicken=0)
+# Comic's lines and blacks were made bolder in round 3 (docs/MODEL_CARD.md): outlines on
+# more of a picture's main edges, and only its shadows spotted black.
+COMIC_PALETTE = Palette(band=26.0, offset=6.0, chroma_step=20.0)
+COMIC_LIFT = 8.0
+COMIC_LINES = LineParams(sigma=1.2, threshold=1.4, min_area=24, thicken=1)
+COMIC_BLACK = 15.0  # L* below which an area is spotted solid black
+COMIC_INK = (16, 14, 18)
+
+
+# The finish inks toon at a lower threshold and in a darker ink than its teacher: the
+# student's outlines are softer and paler than the teacher's, and the finish's median
+# thins them (chosen on the training photos, docs/MODEL_CARD.md).
+TOON_FINISH_LINES = LineParams(sigma=1.0, threshold=1.0, min_area=16, thicken=0)
+
+
+def _lifted(palette: Palette, lift: float) -> Palette:
+    """The lattice a lifted teacher's colours sit on: band centres moved up by ``lift``."""
+    return Palette(palette.band, palette.offset + lift, palette.chroma_step)
+
+
+FINISHES: dict[str, Finish] = {
+    "toon": Finish(_lifted(TOON_PALETTE, TOON_LIFT), median=3, lines=TOON_FINISH_LINES),
+    # The student has learnt comic's stroke width; thickening again would fill the strokes.
+    "comic": Finish(
+        _lifted(COMIC_PALETTE, COMIC_LIFT), median=3, lines=replace(COMIC_LINES, thicken=0), ink=COMIC_INK,
+        black_below=COMIC_BLACK,
+    ),
+}
