@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=None,
                         help="stop sending after this long (measured part), report what was done")
+    parser.add_argument("--checkpoints", type=int, default=8,
+                        help="RSS is also read after each of this many equal parts of the measured run")
     parser.add_argument("--ray-cpus", type=int, default=None)
     parser.add_argument("--output", default=None, help="JSON results (default benchmarks/results/soak.json)")
     options = parser.parse_args(argv)
@@ -194,9 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_calls(url, warmup, options.concurrency))
         before = replica_rss(APP, gcs_address)
         budget_s = options.minutes * 60 if options.minutes else None
-        outcomes = asyncio.run(run_calls(url, calls, options.concurrency, budget_s=budget_s))
+        # RSS along the way tells a leak (steady growth) from an allocator still filling
+        # up to its working set (growth that flattens).
+        outcomes, trajectory = [], []
+        for part in np.array_split(np.arange(len(calls)), max(1, options.checkpoints)):
+            left = None if budget_s is None else budget_s - (time.perf_counter() - start)
+            if left is not None and left <= 0:
+                break
+            outcomes += asyncio.run(run_calls(url, [calls[i] for i in part], options.concurrency, budget_s=left))
+            trajectory.append((len(outcomes), replica_rss(APP, gcs_address)))
         wall_s = time.perf_counter() - start
-        after = replica_rss(APP, gcs_address)
+        after = trajectory[-1][1] if trajectory else replica_rss(APP, gcs_address)
 
     statuses = Counter(status for _, status, _ in outcomes)
     by_kind = Counter((kind, status) for kind, status, _ in outcomes)
@@ -207,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
                                 [[kind, status, count] for (kind, status), count in sorted(by_kind.items())]))
     print()
     print(common.markdown_table(["replica", "RSS after warm-up (MiB)", "RSS at end (MiB)", "change"], rows))
+    print()
+    names = sorted(before)
+    print(common.markdown_table(
+        ["after request", *[name.split()[0] for name in names]],
+        [[done, *[common.fmt(rss.get(name, 0) / 2**20, 0) for name in names]] for done, rss in trajectory],
+    ))
     server_errors = sum(count for status, count in statuses.items() if status >= 500 or status == 0)
     worst = max((abs(after[n] - before[n]) / before[n] for n in before if n in after), default=0.0)
     print(f"\n5xx or no answer: {server_errors}; largest RSS change: {worst * 100:.1f}%")
@@ -216,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "statuses": {str(status): count for status, count in sorted(statuses.items())},
         "by_kind": {f"{kind} {status}": count for (kind, status), count in sorted(by_kind.items())},
         "rss_bytes": {name: {"after_warmup": before[name], "end": after.get(name)} for name in before},
+        "rss_trajectory": [{"requests": done, "rss_bytes": rss} for done, rss in trajectory],
     })
     return 1 if server_errors or worst > 0.10 else 0
 

@@ -132,8 +132,12 @@ class StyleRegistry:
         return sorted(self.styles)
 
     def get(self, name: str | None) -> Style:
-        """The named style (the default when None); KeyError lists the valid names."""
-        name = name or self.default
+        """The named style (the default when None); KeyError lists the valid names.
+
+        An empty name is not the default: it names no style (an API client that sends
+        ``style=`` gets the same 422 as for any unknown name).
+        """
+        name = self.default if name is None else name
         if name not in self.styles:
             raise KeyError(f"unknown style {name!r}; valid styles: {', '.join(self.names())}")
         return self.styles[name]

@@ -48,6 +48,12 @@ def held_out_heads():
     return {name: preparer.prepare_array(rgb, Options()).heads[0] for name, rgb in held_out.items()}
 
 
+def test_an_empty_style_name_is_no_style_and_none_is_the_default(registry):
+    assert registry.get(None).name == "toon"
+    with pytest.raises(KeyError, match="unknown style ''"):
+        registry.get("")
+
+
 def test_registry_ships_three_styles_with_toon_as_default(registry):
     assert registry.names() == list(SHIPPED)
     assert registry.default == "toon"
