@@ -9,6 +9,11 @@ FROM rayproject/ray:2.60.0-py311-gpu
 # PyPI's Linux torch wheel is the CUDA build; it also runs on the CPU-only worker pods.
 RUN pip install --no-cache-dir torch==2.13.0
 
+# What serve_config.yaml's runtime_env sets for `serve run` (the RayService has none):
+# replicas' malloc arenas capped, and image buffers in their own mappings, returned to
+# the system when freed, so replica memory stays steady (docs/RELIABILITY.md, "Soak").
+ENV MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072
+
 WORKDIR /home/ray/portrait-cartoon
 COPY --chown=ray:users pyproject.toml README.md LICENSE ./
 COPY --chown=ray:users cartoon ./cartoon
