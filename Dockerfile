@@ -10,9 +10,8 @@ FROM rayproject/ray:2.60.0-py311-gpu
 RUN pip install --no-cache-dir torch==2.13.0
 
 # What serve_config.yaml's runtime_env sets for `serve run` (the RayService has none):
-# replicas' malloc arenas capped, and image buffers in their own mappings, returned to
-# the system when freed, so replica memory stays steady (docs/RELIABILITY.md, "Soak").
-ENV MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072
+# replicas' malloc arenas capped, so replica memory stays steady (docs/RELIABILITY.md).
+ENV MALLOC_ARENA_MAX=2
 
 WORKDIR /home/ray/portrait-cartoon
 COPY --chown=ray:users pyproject.toml README.md LICENSE ./
