@@ -1,15 +1,18 @@
 """Soak: thousands of mixed requests against the served graph; replicas' memory and 5xx.
 
     python -m benchmarks.soak --requests 2000            # deploys serve_config.yaml in-process
-    python -m benchmarks.soak --requests 300 --warmup 60 --concurrency 4
+    python -m benchmarks.soak --requests 300 --warmup 60 --concurrency 4   # a quick look
 
 The mix, drawn from a seeded generator: portraits and a no-face photo at several sizes,
 sent as PNG, JPEG or WebP, every style and output format, some with ``strength`` and
 ``max_side``, bad inputs (garbage, truncated, a header claiming 70000x70000 px, an
 unsupported format) and batch calls of two or three files. After the warm-up requests
-(the same mix), every replica's RSS is read from ``/proc``; again at the end. Prints
-counts by status, and per replica the RSS after warm-up, at the end and the change.
-A 5xx is a failure, a 4xx is expected for the bad inputs.
+(the same mix), every replica's RSS is read from ``/proc``; again after each of
+``--checkpoints`` parts of the run. Prints counts by status, and per replica the RSS
+after warm-up, at the end, the change and the RSS along the run. A 5xx is a failure, a
+4xx is expected for the bad inputs. The default warm-up is 1,000 requests: the replicas'
+allocators take about that long to reach the mix's working set (docs/RELIABILITY.md), so
+a shorter one measures the warm-up, not a leak.
 """
 
 import argparse
@@ -176,7 +179,7 @@ def rss_table(before: dict[str, int], after: dict[str, int]) -> list[list]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=None,
