@@ -21,6 +21,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+# An ink: a solid (R, G, B) colour, or a (scale, add) shade of the colour under it.
+Ink = tuple[int, int, int] | tuple[float, float]
+
 
 @dataclass(frozen=True)
 class Palette:
@@ -52,9 +55,8 @@ class Finish:
         median: window (odd px) of the median filter that removes speckle where a band
             boundary crosses a soft gradient.
         lines: the teacher's outline rule.
-        ink: (R, G, B) of a solid ink, or None for a shaded ink: a very dark shade of
-            the colour under the line, as on inked cels.
-        ink_shade: (scale, add) of the shaded ink: colour x scale + add.
+        ink: (R, G, B) of a solid ink, or (scale, add) of a shaded ink: a very dark
+            shade of the colour under the line (colour x scale + add), as on inked cels.
         black_below: L* under which an area is filled with ink (comic's spotted
             blacks), or None.
     """
@@ -62,8 +64,7 @@ class Finish:
     palette: Palette
     median: int
     lines: LineParams
-    ink: tuple[int, int, int] | None = None
-    ink_shade: tuple[float, float] = (0.08, 6.0)
+    ink: Ink
     black_below: float | None = None
 
 
@@ -186,16 +187,19 @@ def spotted_blacks(lightness: np.ndarray, below: float) -> np.ndarray:
     return cv2.medianBlur((lightness < below).astype(np.uint8), 5).astype(bool)
 
 
-def ink(
-    rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] | None, shade: tuple[float, float] = (0.18, 12.0)
-) -> np.ndarray:
-    """Inks the masked pixels of ``rgb`` in place: a solid colour, or when None a dark
-    shade of the colour under them (colour x ``shade[0]`` + ``shade[1]``)."""
-    if colour is not None:
+@lru_cache(maxsize=8)
+def _shade_table(scale: float, add: float) -> np.ndarray:
+    """Level -> level x scale + add, rounded: a shaded ink as a lookup table."""
+    return np.round(np.arange(256, dtype=np.float32) * scale + add).astype(np.uint8)
+
+
+def ink(rgb: np.ndarray, mask: np.ndarray, colour: Ink) -> np.ndarray:
+    """Inks the masked pixels of ``rgb`` in place: a solid (R, G, B) colour, or a
+    (scale, add) shade of the colour under them."""
+    if len(colour) == 3:
         rgb[mask] = colour
     else:
-        table = np.round(np.arange(256, dtype=np.float32) * shade[0] + shade[1]).astype(np.uint8)
-        rgb[mask] = table[rgb[mask]]
+        rgb[mask] = _shade_table(*colour)[rgb[mask]]
     return rgb
 
 
@@ -207,7 +211,7 @@ def apply(rgb: np.ndarray, finish: Finish) -> np.ndarray:
     mask = dark_lines(lightness, finish.lines)
     if finish.black_below is not None:
         mask |= spotted_blacks(lightness, finish.black_below)
-    return ink(out, mask, finish.ink, finish.ink_shade)
+    return ink(out, mask, finish.ink)
 
 
 def apply_batch(pieces: np.ndarray, finish: Finish | None) -> np.ndarray:
@@ -221,6 +225,7 @@ def apply_batch(pieces: np.ndarray, finish: Finish | None) -> np.ndarray:
 TOON_PALETTE = Palette(band=20.0, offset=4.0, chroma_step=12.0)
 TOON_LIFT = 4.0
 TOON_LINES = LineParams(sigma=1.2, threshold=1.6, min_area=16, thicken=0)
+TOON_INK = (0.18, 12.0)  # shaded: colour x 0.18 + 12
 # Comic's lines and blacks were made bolder in round 3 (docs/MODEL_CARD.md): outlines on
 # more of a picture's main edges, and only its shadows spotted black.
 COMIC_PALETTE = Palette(band=26.0, offset=6.0, chroma_step=20.0)
@@ -234,6 +239,7 @@ COMIC_INK = (16, 14, 18)
 # student's outlines are softer and paler than the teacher's, and the finish's median
 # thins them (chosen on the training photos, docs/MODEL_CARD.md).
 TOON_FINISH_LINES = LineParams(sigma=1.0, threshold=1.0, min_area=16, thicken=0)
+TOON_FINISH_INK = (0.08, 6.0)
 
 
 def _lifted(palette: Palette, lift: float) -> Palette:
@@ -242,7 +248,7 @@ def _lifted(palette: Palette, lift: float) -> Palette:
 
 
 FINISHES: dict[str, Finish] = {
-    "toon": Finish(_lifted(TOON_PALETTE, TOON_LIFT), median=3, lines=TOON_FINISH_LINES),
+    "toon": Finish(_lifted(TOON_PALETTE, TOON_LIFT), median=3, lines=TOON_FINISH_LINES, ink=TOON_FINISH_INK),
     # The student has learnt comic's stroke width; thickening again would fill the strokes.
     "comic": Finish(
         _lifted(COMIC_PALETTE, COMIC_LIFT), median=3, lines=replace(COMIC_LINES, thicken=0), ink=COMIC_INK,

@@ -44,6 +44,7 @@ from cartoon.finish import (
     COMIC_LINES,
     COMIC_PALETTE,
     TOON_LIFT,
+    TOON_INK,
     TOON_LINES,
     TOON_PALETTE,
     LineParams,
@@ -96,6 +97,13 @@ COMIC_FLAT = FlatParams(COMIC_PALETTE, passes=5, sigma_color=36.0, chroma_gain=1
 SKETCH_LINES = LineParams(sigma=1.0, threshold=3.0, min_area=12, thicken=0)
 
 
+def _cel(rgb: np.ndarray, params: FlatParams) -> tuple[np.ndarray, np.ndarray]:
+    """The flattened, posterized picture and its flattened lightness (L*)."""
+    _check(rgb)
+    _, lab = _flatten(rgb, params)
+    return _posterize(lab, params), lab[..., 0]
+
+
 def toon(rgb: np.ndarray) -> np.ndarray:
     """Renders a cel-shaded cartoon: flat colour bands and dark outlines.
 
@@ -108,11 +116,9 @@ def toon(rgb: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: if ``rgb`` is not an (H, W, 3) uint8 array.
     """
-    _check(rgb)
-    _, lab = _flatten(rgb, TOON_FLAT)
-    out = _posterize(lab, TOON_FLAT)
+    out, lightness = _cel(rgb, TOON_FLAT)
     # Outlines are a very dark shade of the colour under them, as inked cels are.
-    return ink(out, dark_lines(lab[..., 0], TOON_LINES), None, shade=(0.18, 12.0))
+    return ink(out, dark_lines(lightness, TOON_LINES), TOON_INK)
 
 
 def comic(rgb: np.ndarray) -> np.ndarray:
@@ -127,11 +133,8 @@ def comic(rgb: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: if ``rgb`` is not an (H, W, 3) uint8 array.
     """
-    _check(rgb)
-    _, lab = _flatten(rgb, COMIC_FLAT)
-    out = _posterize(lab, COMIC_FLAT)
-    mask = dark_lines(lab[..., 0], COMIC_LINES) | spotted_blacks(lab[..., 0], COMIC_BLACK)
-    return ink(out, mask, COMIC_INK)
+    out, lightness = _cel(rgb, COMIC_FLAT)
+    return ink(out, dark_lines(lightness, COMIC_LINES) | spotted_blacks(lightness, COMIC_BLACK), COMIC_INK)
 
 
 def sketch(rgb: np.ndarray) -> np.ndarray:
