@@ -1,6 +1,6 @@
 """The CPU targets end to end over HTTP, side by side in one run: fast path, 1 thread, fp32, width 32.
 
-    python -m benchmarks.targets                        # about 6 minutes on a quiet 2-core machine
+    python -m benchmarks.targets                        # about 5 minutes on a quiet 2-core machine
     python -m benchmarks.targets --rounds 1 --requests 8   # smoke run
 
 One Serve instance holds four copies of serve_config.yaml's app, each under its own
@@ -10,6 +10,9 @@ route prefix and otherwise as shipped:
 - ``fast_1thread``: the same with ``args.cpu_threads: 1`` (one torch thread always), to
   see what the second thread at c=1 buys on the machine at hand;
 - ``fp32``: the same with ``args.precision: fp32``, the reference path;
+- ``fast_wait20``: the same with the Cartoonizer's ``batch_wait_timeout_s`` at 20 ms
+  instead of 0 (the CPU setting before round 4), to see what a batch wait costs at c=1
+  and buys at c=8;
 - ``w32``: the fast path on a DCT-Net-shaped model (UNet width 32, 4x the FLOPs; random
   weights, since only the time is measured).
 
@@ -41,8 +44,8 @@ from benchmarks.unet import SHAPES, conv_macs, peak_tflops
 TARGET_C1_S = 0.4
 TARGET_C8_IMAGES_PER_S = 3.0
 TARGET_W32_C1_S = 1.5
-COPIES = ("fast", "fast_1thread", "fp32", "w32")
-LOADED_COPIES = ("fast", "fast_1thread", "fp32")
+COPIES = ("fast", "fast_1thread", "fp32", "fast_wait20", "w32")
+LOADED_COPIES = ("fast", "fast_1thread", "fp32", "fast_wait20")
 
 
 def log(text: str) -> None:
@@ -62,10 +65,14 @@ def width32_registry(directory: Path) -> Path:
     return directory
 
 
-def copy_app(app: dict, name: str, args: dict) -> dict:
+def copy_app(app: dict, name: str, args: dict, batching: dict | None = None) -> dict:
+    """``app`` under its own name and route, with ``args`` and the Cartoonizer's ``batching`` changed."""
     copied = copy.deepcopy(app)
     copied["name"], copied["route_prefix"] = name, f"/{name}"
     copied["args"] = {**copied.get("args", {}), **args}
+    if batching:
+        cartoonizer = common.deployment({"applications": [copied]}, "Cartoonizer")
+        cartoonizer["user_config"] = {**cartoonizer.get("user_config", {}), **batching}
     return copied
 
 
@@ -76,6 +83,7 @@ def build_config(config: dict, w32_dir: Path) -> dict:
         copy_app(app, "fast", {}),
         copy_app(app, "fast_1thread", {"cpu_threads": 1}),
         copy_app(app, "fp32", {"precision": "fp32"}),
+        copy_app(app, "fast_wait20", {}, {"batch_wait_timeout_s": 0.02}),
         copy_app(app, "w32", {"styles_dir": str(w32_dir)}),
     ]
     return config
@@ -137,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         "fast": {p.name: gflop_per_request(p, settings, 16) for p in photos},
         "w32": {p.name: gflop_per_request(p, settings, 32) for p in photos},
     }
-    gflop["fp32"] = gflop["fast_1thread"] = gflop["fast"]
-    precision = {"fast": fast_precision, "fast_1thread": fast_precision, "fp32": "fp32", "w32": fast_precision}
+    gflop["fp32"] = gflop["fast_1thread"] = gflop["fast_wait20"] = gflop["fast"]
+    precision = {"fast": fast_precision, "fast_1thread": fast_precision, "fp32": "fp32",
+                 "fast_wait20": fast_precision, "w32": fast_precision}
     started = time.perf_counter()
     description = common.machine_description()
     c1: dict[str, list[Sample]] = {name: [] for name in COPIES}
