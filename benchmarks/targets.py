@@ -1,21 +1,27 @@
 """The CPU targets end to end over HTTP, side by side in one run: fast path, 1 thread, fp32, width 32.
 
-    python -m benchmarks.targets                        # about 6 minutes on a quiet 2-core machine
+    python -m benchmarks.targets                        # about 12 minutes on a quiet 2-core machine
     python -m benchmarks.targets --rounds 1 --requests 8   # smoke run
 
-One Serve instance holds four copies of serve_config.yaml's app, each under its own
-route prefix and otherwise as shipped:
+One Serve instance serves five copies of serve_config.yaml's app in turn, each under its
+own route prefix and otherwise as shipped:
 
 - ``fast``: serve_config.yaml itself (the inference mode ``cartoon.inference`` picks);
 - ``fast_1thread``: the same with ``args.cpu_threads: 1`` (one torch thread always), to
   see what the second thread at c=1 buys on the machine at hand;
 - ``fp32``: the same with ``args.precision: fp32``, the reference path;
+- ``fast_wait20``: the same with the Cartoonizer's ``batch_wait_timeout_s`` at 20 ms
+  instead of 0 (the CPU setting before round 4), to see what a batch wait costs at c=1
+  and buys at c=8;
 - ``w32``: the fast path on a DCT-Net-shaped model (UNet width 32, 4x the FLOPs; random
   weights, since only the time is measured).
 
-Only one copy is loaded at a time; idle replicas cost nothing. Per round, in rotated
-order: each 1024 px portrait once per copy at c=1, then a closed-loop level at c=8 for
-every copy but ``w32``. Targets (issue 13): 1024 px at c=1 <= 0.4 s with the default
+Only one copy is deployed at a time: idle replicas are not free (the five copies deployed
+together kept 0.40 of this 2-core machine busy doing nothing, one copy 0.12), so
+measuring one beside four idle others understated every copy by about 15 %. Per round,
+in rotated order, each copy is deployed (replacing the previous one), warmed up, sent
+each 1024 px portrait once at c=1, then (every copy but ``w32``) a closed-loop level at
+c=8. Targets (issue 13): 1024 px at c=1 <= 0.4 s with the default
 style; c=8 >= 3 images/s; width 32 at c=1 <= 1.5 s. The share of the CPU's peak is the
 convolution FLOPs of a request's pieces over its ``unet_compute`` time.
 """
@@ -41,8 +47,8 @@ from benchmarks.unet import SHAPES, conv_macs, peak_tflops
 TARGET_C1_S = 0.4
 TARGET_C8_IMAGES_PER_S = 3.0
 TARGET_W32_C1_S = 1.5
-COPIES = ("fast", "fast_1thread", "fp32", "w32")
-LOADED_COPIES = ("fast", "fast_1thread", "fp32")
+COPIES = ("fast", "fast_1thread", "fp32", "fast_wait20", "w32")
+LOADED_COPIES = ("fast", "fast_1thread", "fp32", "fast_wait20")
 
 
 def log(text: str) -> None:
@@ -62,23 +68,39 @@ def width32_registry(directory: Path) -> Path:
     return directory
 
 
-def copy_app(app: dict, name: str, args: dict) -> dict:
+def copy_app(app: dict, name: str, args: dict, batching: dict | None = None) -> dict:
+    """``app`` under its own name and route, with ``args`` and the Cartoonizer's ``batching`` changed."""
     copied = copy.deepcopy(app)
     copied["name"], copied["route_prefix"] = name, f"/{name}"
     copied["args"] = {**copied.get("args", {}), **args}
+    if batching:
+        cartoonizer = common.deployment({"applications": [copied]}, "Cartoonizer")
+        cartoonizer["user_config"] = {**cartoonizer.get("user_config", {}), **batching}
     return copied
 
 
-def build_config(config: dict, w32_dir: Path) -> dict:
-    config = copy.deepcopy(config)
+def copy_configs(config: dict, w32_dir: Path) -> dict[str, dict]:
+    """A whole Serve config per copy, each holding that copy's app alone."""
     (app,) = config["applications"]
-    config["applications"] = [
+    apps = [
         copy_app(app, "fast", {}),
         copy_app(app, "fast_1thread", {"cpu_threads": 1}),
         copy_app(app, "fp32", {"precision": "fp32"}),
+        copy_app(app, "fast_wait20", {}, {"batch_wait_timeout_s": 0.02}),
         copy_app(app, "w32", {"styles_dir": str(w32_dir)}),
     ]
-    return config
+    return {copied["name"]: {**copy.deepcopy(config), "applications": [copied]} for copied in apps}
+
+
+def serve_only(config: dict, url: str, port: int, name: str) -> dict:
+    """Deploys ``config``'s one app in place of whatever Serve runs; returns its /readyz."""
+    from serve_app.local import deploy_config
+
+    config = copy.deepcopy(config)
+    config["http_options"].update(host="127.0.0.1", port=port)
+    deploy_config(config)  # the controller deletes the apps the config leaves out
+    common.wait_ready(f"{url}/{name}/readyz", 600)
+    return httpx.get(f"{url}/{name}/readyz", timeout=30).json()
 
 
 def gflop_per_request(photo: Photo, settings, width: int) -> float:
@@ -137,46 +159,46 @@ def main(argv: list[str] | None = None) -> int:
         "fast": {p.name: gflop_per_request(p, settings, 16) for p in photos},
         "w32": {p.name: gflop_per_request(p, settings, 32) for p in photos},
     }
-    gflop["fp32"] = gflop["fast_1thread"] = gflop["fast"]
-    precision = {"fast": fast_precision, "fast_1thread": fast_precision, "fp32": "fp32", "w32": fast_precision}
+    gflop["fp32"] = gflop["fast_1thread"] = gflop["fast_wait20"] = gflop["fast"]
+    precision = {"fast": fast_precision, "fast_1thread": fast_precision, "fp32": "fp32",
+                 "fast_wait20": fast_precision, "w32": fast_precision}
     started = time.perf_counter()
     description = common.machine_description()
     c1: dict[str, list[Sample]] = {name: [] for name in COPIES}
     levels: dict[str, list[Level]] = {name: [] for name in LOADED_COPIES}
+    ready: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="w32_style") as w32_dir:
-        config = build_config(base, width32_registry(Path(w32_dir)))
-        log(f"deploying {len(COPIES)} copies of serve_config.yaml ...")
-        # Logical CPUs for every copy at full scale; only one copy is busy at a time.
-        with common.served_graph(config, ray_cpus=len(COPIES) * 2, ready_timeout_s=600) as url:
-            ready = {name: httpx.get(f"{url}/{name}/readyz", timeout=30).json() for name in COPIES}
-            urls = {name: f"{url}/{name}{common.CARTOONIZE_PATH}" for name in COPIES}
-            log(f"up after {time.perf_counter() - started:.0f} s; warming up ...")
+        configs = copy_configs(base, width32_registry(Path(w32_dir)))
+        # Logical CPUs for two copies at full scale: the outgoing one may still be stopping.
+        with common.served_graph(configs[COPIES[0]], ray_cpus=4, ready_timeout_s=600) as url:
+            port = int(url.rsplit(":", 1)[1])
             with httpx.Client(timeout=300) as client:
 
                 def one(name: str, photo: Photo) -> Sample:
                     start = time.perf_counter()
-                    response = client.post(urls[name], content=photo.data,
+                    response = client.post(f"{url}/{name}{common.CARTOONIZE_PATH}", content=photo.data,
                                            headers={"content-type": photo.content_type})
                     return sample_of(photo, response, time.perf_counter() - start)
 
-                for name in COPIES:
-                    for photo in photos:
-                        one(name, photo)
-                for name in LOADED_COPIES:
-                    asyncio.run(run_level(urls[name], photos, args.concurrency, args.concurrency))
                 for round_index in range(args.rounds):
                     log(f"round {round_index + 1}/{args.rounds} at {time.perf_counter() - started:.0f} s, "
                         f"load average {os.getloadavg()[0]:.1f}")
-                    for photo_index, photo in enumerate(photos):
-                        shift = round_index + photo_index
-                        for name in COPIES[shift % len(COPIES):] + COPIES[:shift % len(COPIES)]:
-                            c1[name].append(one(name, photo))
-                    shift = round_index % len(LOADED_COPIES)
-                    for name in LOADED_COPIES[shift:] + LOADED_COPIES[:shift]:
+                    shift = round_index % len(COPIES)
+                    for name in COPIES[shift:] + COPIES[:shift]:
+                        ready[name] = serve_only(configs[name], url, port, name)
+                        for photo in photos:  # warm-up
+                            one(name, photo)
+                        if name in LOADED_COPIES:
+                            asyncio.run(run_level(f"{url}/{name}{common.CARTOONIZE_PATH}", photos,
+                                                  args.concurrency, args.concurrency))
                         time.sleep(args.settle_s)
-                        level = asyncio.run(run_level(urls[name], photos, args.concurrency, args.requests))
-                        levels[name].append(level)
-                        log(f"  {name} c={args.concurrency}: {level.throughput():.2f} img/s")
+                        c1[name] += [one(name, photo) for photo in photos]
+                        if name in LOADED_COPIES:
+                            time.sleep(args.settle_s)
+                            level = asyncio.run(run_level(f"{url}/{name}{common.CARTOONIZE_PATH}", photos,
+                                                          args.concurrency, args.requests))
+                            levels[name].append(level)
+                            log(f"  {name} c={args.concurrency}: {level.throughput():.2f} img/s")
     elapsed = time.perf_counter() - started
     end_load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
 

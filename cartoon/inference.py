@@ -5,7 +5,10 @@ behind the choices are in docs/BENCHMARKS.md ("Fast CPU path").
 """
 
 import copy
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -95,13 +98,82 @@ def choose_mode(device: torch.device, precision: Precision = "auto") -> Inferenc
 def forward_threads(max_threads: int, images_in_flight: int) -> int:
     """Torch threads for one CPU forward pass.
 
-    All ``max_threads`` only while this forward is the only image in flight: then the
-    other stages of the graph are idle and the cores are the UNet's. With more images
-    in flight the other stages work on them, and a multi-threaded forward would wait at
-    every parallel region for a thread the OS gave to them (measured 2-8x slower,
+    All ``max_threads`` only while this forward is the only image in flight on the
+    machine (``ImagesInFlight``): then the other stages of the graph and the other
+    Cartoonizer replicas are idle and the cores are the UNet's. With more images in
+    flight the others work on them, and a multi-threaded forward would wait at every
+    parallel region for a thread the OS gave to them (measured 2-8x slower,
     docs/BENCHMARKS.md), so it runs on one.
     """
     return max_threads if images_in_flight <= 1 else 1
+
+
+def _in_flight_directory() -> Path:
+    shared = Path("/dev/shm")
+    base = shared if shared.is_dir() and os.access(shared, os.W_OK) else Path(tempfile.gettempdir())
+    return base / f"cartoon-images-in-flight-{os.getuid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ImagesInFlight:
+    """Images in flight in every process on this machine that counts them here.
+
+    Each Cartoonizer replica counts its own images in a file named by its process id
+    and reads the others' files, so replicas that share the machine's cores agree when a
+    forward may take all of them. No locks: each file has one writer, replaced whole.
+    Files of processes that died without removing them (a killed replica) are skipped
+    and removed. Machine-wide is the right scope: the cores are shared by every process
+    on the machine (a container's /dev/shm is its own).
+
+    Args:
+        directory: where the counts are kept (tests give their own).
+    """
+
+    def __init__(self, directory: Path | None = None):
+        self.directory = directory or _in_flight_directory()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._pid = os.getpid()
+        self._path = self.directory / str(self._pid)
+        self.own = 0
+        self._write()
+
+    def add(self, count: int) -> None:
+        """Counts ``count`` more (or, negative, fewer) images in flight in this process."""
+        self.own += count
+        self._write()
+
+    def total(self) -> int:
+        """Images in flight in every live counting process, this one included."""
+        total = self.own
+        for entry in os.scandir(self.directory):
+            if not entry.name.isdigit() or int(entry.name) == self._pid:
+                continue
+            if not _alive(int(entry.name)):
+                Path(entry.path).unlink(missing_ok=True)
+                continue
+            try:
+                total += int(Path(entry.path).read_text() or 0)
+            except (OSError, ValueError):  # removed or being replaced just now
+                continue
+        return total
+
+    def close(self) -> None:
+        """Stops counting this process."""
+        self._path.unlink(missing_ok=True)
+
+    def _write(self) -> None:
+        staged = self.directory / f".{self._pid}"
+        staged.write_text(str(self.own))
+        os.replace(staged, self._path)
 
 
 # bf16 must stay this close to fp32 (levels of 255) on the probe, or a style runs fp32.

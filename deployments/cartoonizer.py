@@ -14,7 +14,7 @@ import torch
 from ray import serve
 
 from cartoon.device import cap_memory, resolve_device
-from cartoon.inference import choose_mode, forward_threads
+from cartoon.inference import ImagesInFlight, choose_mode, forward_threads
 from cartoon.pipeline import Job
 from cartoon.styles import StyleRegistry, Stylizer
 from deployments import deadlines, metrics
@@ -51,6 +51,8 @@ class Cartoonizer:
     """
 
     def __init__(self, args: AppArgs):
+        # Counted machine-wide: the replicas on one machine share its cores.
+        self.images_in_flight = ImagesInFlight()
         self.registry = StyleRegistry.from_directory(args.styles_dir)
         context = ray.get_runtime_context()
         resources = context.get_assigned_resources()
@@ -71,7 +73,6 @@ class Cartoonizer:
         self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet")
         self._batch_ids = itertools.count()
         self._tokens = itertools.count()
-        self._images_in_flight = 0
         self.launches = LaunchCounter()
         self.reconfigure(BatchingConfig().model_dump())  # Serve then applies the user_config
 
@@ -106,7 +107,7 @@ class Cartoonizer:
         """One forward pass on the model thread; returns the output and its seconds."""
         self.launches.launched(kind, tokens, self.batching.max_batch_size)
         if self.device.type == "cpu":
-            torch.set_num_threads(forward_threads(self.max_threads, self._images_in_flight))
+            torch.set_num_threads(forward_threads(self.max_threads, self.images_in_flight.total()))
         start = time.perf_counter()
         output = stylizer.run(batch, kind)
         return output, time.perf_counter() - start
@@ -162,13 +163,13 @@ class Cartoonizer:
         for token, (kind, _) in zip(tokens, pieces):
             self.launches.arrived(kind, [token])
         queues = {"head": self._stylize_heads, "background": self._stylize_backgrounds}
-        self._images_in_flight += 1
+        self.images_in_flight.add(1)
         try:
             outputs = await asyncio.gather(
                 *(queues[kind]((token, piece)) for token, (kind, piece) in zip(tokens, pieces))
             )
         finally:
-            self._images_in_flight -= 1
+            self.images_in_flight.add(-1)
             for token, (kind, _) in zip(tokens, pieces):
                 self.launches.forget(kind, [token])
         batches = {record.batch_id: record for _, record in outputs}
@@ -186,6 +187,11 @@ class Cartoonizer:
             handed_over_at=time.time(),
             paste_mask=stylizer.paste_mask,
         )
+
+    def __del__(self):
+        # Serve calls this on a graceful shutdown; a killed replica's count file is
+        # skipped and removed by the others (ImagesInFlight).
+        self.images_in_flight.close()
 
     async def styles_loaded(self) -> dict:
         """Loads the default style, so readiness means the model can really run.

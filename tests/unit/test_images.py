@@ -171,10 +171,16 @@ def test_encode_round_trip(astronaut, format):
 
 @pytest.mark.parametrize("format", ["png", "webp"])
 def test_alpha_survives_png_and_webp(format):
-    rgb = np.full((8, 8, 3), 90, np.uint8)
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0], rgb[..., 2] = 200, 40  # distinct channels: a swapped order shows
     alpha = np.tile(np.arange(0, 256, 32, dtype=np.uint8), (8, 1))
-    decoded = images.decode(images.encode(rgb, format, quality=100, alpha=alpha))
+    data = images.encode(rgb, format, quality=100, alpha=alpha)
+    decoded = images.decode(data)
     assert np.abs(decoded.alpha.astype(int) - alpha).max() <= 2
+    if format == "png":
+        with Image.open(io.BytesIO(data)) as stored:
+            assert stored.mode == "RGBA"
+            assert np.array_equal(np.asarray(stored)[..., :3], rgb)
 
 
 def test_unknown_output_format_is_refused():

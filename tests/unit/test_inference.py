@@ -1,5 +1,8 @@
 """The fast inference path: chosen by what the CPU offers, and within 2/255 of fp32."""
 
+import multiprocessing
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -81,3 +84,35 @@ def test_explicit_precisions_and_refusals():
 def test_this_machine_reports_its_bf16_feature():
     # Whatever the CPU, auto agrees with the feature probe (CI's CPUs have AVX-512 BF16).
     assert (choose_mode(CPU).precision == "bf16") == (inference.native_cpu_bf16() is not None)
+
+
+def _count_in_child(directory, count, counted, release):
+    in_flight = inference.ImagesInFlight(directory)
+    in_flight.add(count)
+    counted.set()
+    release.wait(30)
+    in_flight.close()
+
+
+def test_images_in_flight_are_counted_across_processes_and_a_dead_ones_are_dropped(tmp_path):
+    """Two Cartoonizer replicas on one machine see each other's images in flight."""
+    context = multiprocessing.get_context("spawn")
+    here = inference.ImagesInFlight(tmp_path)
+    here.add(1)
+    assert here.total() == 1
+    assert inference.forward_threads(2, here.total()) == 2
+    counted, release = context.Event(), context.Event()
+    child = context.Process(target=_count_in_child, args=(tmp_path, 2, counted, release))
+    child.start()
+    try:
+        assert counted.wait(60)
+        assert here.total() == 3
+        assert inference.forward_threads(2, here.total()) == 1
+    finally:
+        child.kill()  # dies without removing its count, as a killed replica does
+        child.join(30)
+    assert here.total() == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == [str(os.getpid())]
+    here.add(-1)
+    here.close()
+    assert here.total() == 0 and not any(tmp_path.iterdir())
