@@ -1,6 +1,6 @@
 """The CPU targets end to end over HTTP, side by side in one run: fast path, 1 thread, fp32, width 32.
 
-    python -m benchmarks.targets                        # about 12 minutes on a quiet 2-core machine
+    python -m benchmarks.targets                        # about 8 minutes on a quiet 2-core machine
     python -m benchmarks.targets --rounds 1 --requests 8   # smoke run
 
 One Serve instance serves five copies of serve_config.yaml's app in turn, each under its
