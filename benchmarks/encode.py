@@ -43,11 +43,10 @@ def _opencv(filter_flag: int):
 
 ENCODERS = {
     "Pillow, adaptive filter (before)": _pillow,
-    "served: cartoon.images.encode": lambda rgb: images.encode(rgb, "png"),
+    "served: cartoon.images.encode (OpenCV, Paeth)": lambda rgb: images.encode(rgb, "png"),
     "OpenCV, no filter": _opencv(cv2.IMWRITE_PNG_FILTER_NONE),
     "OpenCV, Sub": _opencv(cv2.IMWRITE_PNG_FILTER_SUB),
     "OpenCV, Up": _opencv(cv2.IMWRITE_PNG_FILTER_UP),
-    "OpenCV, Paeth": _opencv(cv2.IMWRITE_PNG_FILTER_PAETH),
 }
 
 

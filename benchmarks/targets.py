@@ -174,9 +174,12 @@ def main(argv: list[str] | None = None) -> int:
             port = int(url.rsplit(":", 1)[1])
             with httpx.Client(timeout=300) as client:
 
+                def endpoint(name: str) -> str:
+                    return f"{url}/{name}{common.CARTOONIZE_PATH}"
+
                 def one(name: str, photo: Photo) -> Sample:
                     start = time.perf_counter()
-                    response = client.post(f"{url}/{name}{common.CARTOONIZE_PATH}", content=photo.data,
+                    response = client.post(endpoint(name), content=photo.data,
                                            headers={"content-type": photo.content_type})
                     return sample_of(photo, response, time.perf_counter() - start)
 
@@ -189,14 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                         for photo in photos:  # warm-up
                             one(name, photo)
                         if name in LOADED_COPIES:
-                            asyncio.run(run_level(f"{url}/{name}{common.CARTOONIZE_PATH}", photos,
-                                                  args.concurrency, args.concurrency))
+                            asyncio.run(run_level(endpoint(name), photos, args.concurrency, args.concurrency))
                         time.sleep(args.settle_s)
                         c1[name] += [one(name, photo) for photo in photos]
                         if name in LOADED_COPIES:
                             time.sleep(args.settle_s)
-                            level = asyncio.run(run_level(f"{url}/{name}{common.CARTOONIZE_PATH}", photos,
-                                                          args.concurrency, args.requests))
+                            level = asyncio.run(run_level(endpoint(name), photos, args.concurrency, args.requests))
                             levels[name].append(level)
                             log(f"  {name} c={args.concurrency}: {level.throughput():.2f} img/s")
     elapsed = time.perf_counter() - started
