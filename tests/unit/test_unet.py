@@ -145,3 +145,15 @@ def test_banded_guided_filter_matches_the_whole_picture_one(dtype, radius, heigh
         guide[0].permute(1, 2, 0).contiguous().numpy(), src[0].permute(1, 2, 0).contiguous().numpy(), radius, 5e-3
     )
     np.testing.assert_allclose(banded, expected, atol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+def test_training_gets_gradients_and_the_inference_path_gives_the_same_picture():
+    # Inference on a CPU filters with OpenCV (outside autograd), training with tensors.
+    model = random_generator(UNetConfig(width=8), seed=3)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    trained = model(x)
+    trained.square().mean().backward()
+    assert model.stem.weight.grad is not None and model.stem.weight.grad.abs().sum() > 0
+    with torch.inference_mode():
+        served = model(x)
+    np.testing.assert_allclose(served.numpy(), trained.detach().numpy(), atol=1e-6)
