@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
@@ -70,21 +70,24 @@ class Variant:
             "cuda_graph" (captured once per shape, replayed);
             "compile" (torch.compile, default mode); "compile_graphs" (mode "reduce-overhead").
         cudnn_benchmark: let cuDNN time its algorithms per shape (CUDA only).
-        pooled_box_mean: the guided filter's box means as they were before the
-            separable sums: ``avg_pool2d`` (to show what the change buys).
+        filter: how the guided filter runs: "served" (``cartoon.unet.filter_output``:
+            in bands with OpenCV on a CPU, whole tensors elsewhere); "whole" (whole
+            NCHW tensors on a CPU too, as before the banded filter); "avg_pool" (whole
+            tensors with ``avg_pool2d`` box means, as before the separable sums). The
+            two older ones show what each change buys.
     """
 
     precision: str
     channels_last: bool
     runner: str = "eager"
     cudnn_benchmark: bool = True
-    pooled_box_mean: bool = False
+    filter: str = "served"
 
     @property
     def name(self) -> str:
         parts = [self.precision, "NHWC" if self.channels_last else "NCHW", self.runner]
-        if self.pooled_box_mean:
-            parts.append("avg_pool filter")
+        if self.filter != "served":
+            parts.append(f"{self.filter} filter")
         if not self.cudnn_benchmark:
             parts.append("no-cudnn-bench")
         return " ".join(parts)
@@ -93,6 +96,12 @@ class Variant:
 def pooled_box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """The box mean as ``cartoon/unet.py`` computed it before its separable sums."""
     return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def whole_picture_filter(x: torch.Tensor, raw: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """``cartoon.unet.filter_output`` as it ran on a CPU before the banded filter."""
+    precision = torch.promote_types(x.dtype, torch.float32)
+    return unet_module.guided_filter(x.to(precision).contiguous(), raw.to(precision).contiguous(), radius, eps)
 
 
 @dataclass(frozen=True)
@@ -288,15 +297,19 @@ def prepare_call(case: Case, base: UNetGenerator, device: torch.device):
     model.eval()
 
     def context():
-        if case.variant.pooled_box_mean:
-            return mock.patch.object(unet_module, "box_mean", pooled_box_mean)
-        return nullcontext()
+        stack = ExitStack()
+        if case.variant.filter in ("whole", "avg_pool"):
+            stack.enter_context(mock.patch.object(unet_module, "filter_output", whole_picture_filter))
+        if case.variant.filter == "avg_pool":
+            stack.enter_context(mock.patch.object(unet_module, "box_mean", pooled_box_mean))
+        return stack
 
     with torch.inference_mode(), context():
         run = make_runner(case.variant, model, device, SHAPES[case.shape], case.batch)
 
     def call():
-        with torch.inference_mode():
+        # Patched at every call too: the eager runners look the filter up as they run.
+        with torch.inference_mode(), context():
             return run()
 
     return call
@@ -375,10 +388,11 @@ def cpu_plan(args) -> list[Case]:
         batches = {shape: common.parse_ints(args.batches) for shape in SHAPES}
     served = choose_mode(torch.device("cpu"))
     variants = [
-        Variant("fp32", True, "stylizer", pooled_box_mean=True),  # what the Cartoonizer ran before
+        Variant("fp32", True, "stylizer", filter="avg_pool"),  # what the Cartoonizer ran first
         Variant("fp32", False),
         Variant("fp32", True, "stylizer"),  # the fp32 reference path
-        Variant("bf16", True, "stylizer", pooled_box_mean=True),
+        Variant("bf16", True, "stylizer", filter="avg_pool"),
+        Variant("bf16", True, "stylizer", filter="whole"),  # served before the banded filter
         Variant(served.precision, served.channels_last, "stylizer"),  # the served path
     ]
     if args.compile:
@@ -400,7 +414,7 @@ def gpu_plan(args) -> list[Case]:
     plan += [(fp16, "background", b) for b in (1, 4, 8)]
     served = Variant("fp16", True, "stylizer", cudnn_benchmark=False)  # the Cartoonizer's path today
     plan += [(served, "head", b) for b in (8, 32, 128)] + [(served, "tile", 32)]
-    pooled = Variant("fp16", True, pooled_box_mean=True)
+    pooled = Variant("fp16", True, filter="avg_pool")
     plan += [(pooled, "head", b) for b in (1, 32, 128)] + [(pooled, "tile", 32)]
     plan += [(Variant("fp16", True, "stylizer"), "head", b) for b in (32, 128)]
     plan += [(Variant("fp16", True, cudnn_benchmark=False), "head", b) for b in (32, 128)]

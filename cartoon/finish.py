@@ -32,6 +32,8 @@ class Palette:
     band: float  # L* height of one band
     offset: float  # L* of a band boundary; bands are centred between boundaries
     chroma_step: float  # a*, b* grid step
+    # L*: colours in bands centred below it snap to the first band centred above it
+    min_lightness: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,10 @@ def _lattice_indices(lab: np.ndarray, palette: Palette, chroma_gain: float) -> t
     table, first_band, first_step = _lattice(palette, 0.0, chroma_gain)
     band = np.floor((lab[..., 0] - palette.offset) / palette.band).astype(np.int32) - first_band
     chroma = np.rint(lab[..., 1:] * (chroma_gain / palette.chroma_step)).astype(np.int32) - first_step
-    np.clip(band, 0, table.shape[0] - 1, out=band)
+    lowest = 0
+    if palette.min_lightness is not None:
+        lowest = max(0, int(np.ceil((palette.min_lightness - palette.offset) / palette.band - 0.5)) - first_band)
+    np.clip(band, lowest, table.shape[0] - 1, out=band)
     np.clip(chroma, 0, table.shape[1] - 1, out=chroma)
     return band, chroma[..., 0], chroma[..., 1]
 
@@ -235,19 +240,22 @@ COMIC_BLACK = 15.0  # L* below which an area is spotted solid black
 COMIC_INK = (16, 14, 18)
 
 
-# The served toon departs from its teacher in three ways (docs/MODEL_CARD.md). It inks at
+# The served toon departs from its teacher in four ways (docs/MODEL_CARD.md). It inks at
 # a lower threshold: the student's outlines are softer and paler than the teacher's, and
 # the finish's median thins them. Its ink is black, not a shade: a shade of a dark band
 # hardly stands out from it. Its chroma grid is coarser (16 against 12), a third fewer
-# hues on skin and walls. The teacher stays as the shipped network was trained on it.
-TOON_FINISH_PALETTE = replace(TOON_PALETTE, chroma_step=16.0)
+# hues on skin and walls. Only its ink is black: the darkest fill is the band centred at
+# L* 18 (the teacher's black band below L* 8 is gone), so outlines show on dark clothes
+# and hair, and noise around L* 8 no longer blotches dark areas black. The teacher stays
+# as the shipped network was trained on it; comic keeps black fills (its spotted blacks).
+TOON_FINISH_PALETTE = replace(TOON_PALETTE, chroma_step=16.0, min_lightness=15.0)
 TOON_FINISH_LINES = LineParams(sigma=1.0, threshold=1.0, min_area=16, thicken=0)
 TOON_FINISH_INK = (0, 0, 0)
 
 
 def lifted(palette: Palette, lift: float) -> Palette:
     """The lattice a lifted teacher's colours sit on: band centres moved up by ``lift``."""
-    return Palette(palette.band, palette.offset + lift, palette.chroma_step)
+    return replace(palette, offset=palette.offset + lift)
 
 
 FINISHES: dict[str, Finish] = {

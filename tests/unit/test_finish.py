@@ -42,7 +42,7 @@ def test_byte_snap_agrees_with_the_float_snap_away_from_lattice_boundaries():
 
 
 # Each finish on its teacher's own lattice and with its teacher's ink: toon's finish snaps
-# to a coarser chroma grid and inks black (cartoon/finish.py).
+# to a coarser chroma grid without the black band, and inks black (cartoon/finish.py).
 TEACHERS_OWN = {
     "toon": dataclasses.replace(finish.FINISHES["toon"], palette=finish.lifted(finish.TOON_PALETTE, finish.TOON_LIFT),
                                 ink=finish.TOON_INK),
@@ -105,6 +105,19 @@ def test_the_default_students_outlines_cover_the_photos_main_edges_as_the_cartoo
         served = stitch(stylizer.run(pieces, "background"), plan)
         edges = main_edges(rgb)
         assert line_coverage(served, edges) >= line_coverage(opencv_cartoon(rgb), edges)
+
+
+def test_toon_fills_nothing_black_so_its_black_outlines_show_on_dark_cloth():
+    toon = finish.FINISHES["toon"]
+    teachers_lattice = dataclasses.replace(toon, palette=finish.lifted(finish.TOON_PALETTE, finish.TOON_LIFT))
+    near_black = np.full((32, 32, 3), 10, np.uint8)  # L* 3
+    assert (finish.apply(near_black, teachers_lattice) == 0).all()
+    assert abs(np.median(finish.to_lab(finish.apply(near_black, toon))[..., 0]) - 18.0) < 1.5
+    cloth = np.full((96, 96, 3), 30, np.uint8)  # L* 11
+    cloth[:, 46:49] = 5  # a fold, darker still
+    finished = finish.apply(cloth, toon)
+    assert abs(np.median(finish.to_lab(finished)[:, :30, 0]) - 18.0) < 1.5  # the darkest fill
+    assert (finished[:, 46:49] == 0).all()  # the ink
 
 
 def test_a_style_without_a_finish_serves_its_generators_output():

@@ -22,13 +22,16 @@ MAX_WEIGHTS_BYTES = 8 * 1024 * 1024
 # finish), measured with tools/cartoon_metrics.py's functions and set a margin below
 # (2 dB, 0.1 of F1), so clearly worse weights fail while numeric noise across torch
 # builds does not. PSNR (dB) of the served crop against its teacher; measured toon
-# 18.7 / 18.0, comic 19.2 / 17.8, sketch 35.5 / 32.5 (astronaut / Grace Hopper); the
+# 17.6 / 17.2, comic 19.2 / 17.8, sketch 35.5 / 32.5 (astronaut / Grace Hopper); the
 # finish costs 1-3 dB of it (a pixel the network leaves near a band boundary snaps to
 # the wrong band) for flat bands:
-HEAD_PSNR_FLOOR = {"toon": 16.0, "comic": 15.8, "sketch": 30.5}
+HEAD_PSNR_FLOOR = {"toon": 15.2, "comic": 15.8, "sketch": 30.5}
 # F1 of the served crop's ink-line pixels against the teacher's, matched within 1 px;
-# measured toon 0.80 / 0.89, comic 0.82 / 0.78, sketch 0.93 / 0.96:
-HEAD_LINE_F1_FLOOR = {"toon": 0.70, "comic": 0.68, "sketch": 0.83}
+# measured toon 0.73 / 0.63, comic 0.82 / 0.78, sketch 0.93 / 0.96. Toon's were 0.80 /
+# 0.89 until its finish stopped filling dark areas black (round 5): its outlines now show
+# on dark clothes, where the teacher's are black on black (against the teacher's drawing
+# put through the same finish: 0.78 / 0.86).
+HEAD_LINE_F1_FLOOR = {"toon": 0.53, "comic": 0.68, "sketch": 0.83}
 
 
 @pytest.fixture(scope="module")

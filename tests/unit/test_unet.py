@@ -8,6 +8,7 @@ from cartoon.unet import (
     UNetGenerator,
     box_mean,
     guided_filter,
+    guided_filter_banded,
     load_generator,
     random_generator,
     receptive_radius,
@@ -130,3 +131,29 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 100)
     with pytest.raises(WeightsError, match="junk.safetensors is not a readable safetensors"):
         load_generator(tmp_path / "junk.safetensors")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("radius, height, width, channels", [(1, 150, 97, 3), (2, 64, 40, 1), (3, 129, 33, 3), (1, 2, 5, 3)])
+def test_banded_guided_filter_matches_the_whole_picture_one(dtype, radius, height, width, channels):
+    # Heights across FILTER_BAND_ROWS: band edges must not show.
+    generator = torch.Generator().manual_seed(height)
+    guide = torch.rand(1, channels, height, width, generator=generator, dtype=dtype) * 2 - 1
+    src = (guide + 0.2 * torch.randn(1, channels, height, width, generator=generator, dtype=dtype)).clamp(-1, 1)
+    expected = guided_filter(guide, src, radius, 5e-3)[0].permute(1, 2, 0).numpy()
+    banded = guided_filter_banded(
+        guide[0].permute(1, 2, 0).contiguous().numpy(), src[0].permute(1, 2, 0).contiguous().numpy(), radius, 5e-3
+    )
+    np.testing.assert_allclose(banded, expected, atol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+def test_training_gets_gradients_and_the_inference_path_gives_the_same_picture():
+    # Inference on a CPU filters with OpenCV (outside autograd), training with tensors.
+    model = random_generator(UNetConfig(width=8), seed=3)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    trained = model(x)
+    trained.square().mean().backward()
+    assert model.stem.weight.grad is not None and model.stem.weight.grad.abs().sum() > 0
+    with torch.inference_mode():
+        served = model(x)
+    np.testing.assert_allclose(served.numpy(), trained.detach().numpy(), atol=1e-6)
