@@ -9,7 +9,6 @@ TF1 ``resize_bilinear`` without half-pixel centres, BGR channel order, output cl
 """
 
 from dataclasses import asdict, dataclass, fields
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -98,13 +97,6 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
 FILTER_BAND_ROWS = 64
 
 
-@lru_cache(maxsize=16)
-def _inverse_window_counts(height: int, width: int, channels: int, radius: int, dtype: np.dtype) -> np.ndarray:
-    """(H, W, C): 1 / the number of a (2r+1)^2 window's pixels inside the picture."""
-    counts = _window_counts(height, radius, torch.float64)[:, None] * _window_counts(width, radius, torch.float64)
-    return np.repeat((1.0 / counts.numpy()).astype(dtype)[..., None], channels, axis=2)
-
-
 def guided_filter_banded(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
     """``guided_filter`` of one (H, W, C) float32 or float64 picture, C <= 4, with OpenCV.
 
@@ -115,14 +107,18 @@ def guided_filter_banded(guide: np.ndarray, src: np.ndarray, radius: int, eps: f
     on each side, as two box means in a row see that far.
     """
     height, width, channels = guide.shape
-    inverse_counts = _inverse_window_counts(height, width, channels, radius, guide.dtype)
+    # 1 / the number of a window's pixels inside the picture, per row and per column.
+    row_inverse = 1.0 / _window_counts(height, radius, torch.float64).numpy()
+    column_inverse = 1.0 / _window_counts(width, radius, torch.float64).numpy()
     window = (2 * radius + 1, 2 * radius + 1)
     halo = 2 * radius
     out = np.empty_like(src)
     for top in range(0, height, FILTER_BAND_ROWS):
         bottom = min(height, top + FILTER_BAND_ROWS)
         first, last = max(0, top - halo), min(height, bottom + halo)
-        g, s, inverse = guide[first:last], src[first:last], inverse_counts[first:last]
+        g, s = guide[first:last], src[first:last]
+        inverse = np.outer(row_inverse[first:last], column_inverse).astype(guide.dtype)
+        inverse = np.repeat(inverse[..., None], channels, axis=2)
 
         def mean(x: np.ndarray) -> np.ndarray:
             # Zeros outside the band: wrong only in the halo rows, which are not kept.

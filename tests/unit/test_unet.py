@@ -134,7 +134,9 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("radius, height, width, channels", [(1, 150, 97, 3), (2, 64, 40, 1), (3, 129, 33, 3), (1, 2, 5, 3)])
+@pytest.mark.parametrize(
+    "radius, height, width, channels", [(1, 150, 97, 3), (2, 64, 40, 1), (3, 129, 33, 3), (1, 2, 5, 3)]
+)
 def test_banded_guided_filter_matches_the_whole_picture_one(dtype, radius, height, width, channels):
     # Heights across FILTER_BAND_ROWS: band edges must not show.
     generator = torch.Generator().manual_seed(height)
