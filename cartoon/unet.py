@@ -107,23 +107,30 @@ def guided_filter_banded(guide: np.ndarray, src: np.ndarray, radius: int, eps: f
     on each side, as two box means in a row see that far.
     """
     height, width, channels = guide.shape
-    # 1 / the number of a window's pixels inside the picture, per row and per column.
-    row_inverse = 1.0 / _window_counts(height, radius, torch.float64).numpy()
-    column_inverse = 1.0 / _window_counts(width, radius, torch.float64).numpy()
-    window = (2 * radius + 1, 2 * radius + 1)
+    side = 2 * radius + 1
+    # A window's in-picture pixel count is a row factor times a column factor; OpenCV's
+    # normalised box divides by side^2, so the rows and columns within r of the
+    # picture's edges are scaled back by side / (their factor).
+    row_fix = side / _window_counts(height, radius, torch.float64).numpy()
+    column_fix = (side / _window_counts(width, radius, torch.float64).numpy()).astype(guide.dtype)
+    fixed_columns = np.flatnonzero(column_fix != 1.0)
+    column_fix = column_fix[fixed_columns, None]
     halo = 2 * radius
     out = np.empty_like(src)
     for top in range(0, height, FILTER_BAND_ROWS):
         bottom = min(height, top + FILTER_BAND_ROWS)
         first, last = max(0, top - halo), min(height, bottom + halo)
         g, s = guide[first:last], src[first:last]
-        inverse = np.outer(row_inverse[first:last], column_inverse).astype(guide.dtype)
-        inverse = np.repeat(inverse[..., None], channels, axis=2)
+        fixed_rows = [row for row in range(first, last) if row_fix[row] != 1.0]
 
         def mean(x: np.ndarray) -> np.ndarray:
             # Zeros outside the band: wrong only in the halo rows, which are not kept.
-            summed = cv2.boxFilter(x, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT)
-            return cv2.multiply(summed, inverse)
+            means = cv2.boxFilter(x, -1, (side, side), normalize=True, borderType=cv2.BORDER_CONSTANT)
+            means = means.reshape(len(x), width, -1)  # OpenCV drops a single channel's axis
+            means[:, fixed_columns] *= column_fix
+            for row in fixed_rows:
+                means[row - first] *= row_fix[row]
+            return means
 
         mean_g, mean_s = mean(g), mean(s)
         cov = cv2.subtract(mean(cv2.multiply(g, s)), cv2.multiply(mean_g, mean_s))
