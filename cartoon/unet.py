@@ -135,7 +135,8 @@ def guided_filter_banded(guide: np.ndarray, src: np.ndarray, radius: int, eps: f
         mean_g, mean_s = mean(g), mean(s)
         cov = cv2.subtract(mean(cv2.multiply(g, s)), cv2.multiply(mean_g, mean_s))
         var = cv2.subtract(mean(cv2.multiply(g, g)), cv2.multiply(mean_g, mean_g))
-        a = cv2.divide(cov, cv2.add(var, eps))
+        var += eps  # in numpy: how OpenCV's bindings spread a scalar over channels has varied
+        a = cv2.divide(cov, var)
         b = cv2.subtract(mean_s, cv2.multiply(a, mean_g))
         filtered = cv2.add(cv2.multiply(mean(a), g), mean(b))
         out[top:bottom] = filtered.reshape(last - first, width, channels)[top - first : bottom - first]
@@ -150,8 +151,10 @@ def filter_output(x: torch.Tensor, raw: torch.Tensor, radius: int, eps: float) -
     elsewhere as whole NCHW tensors: the box means run 1.6x slower on channels_last ones.
     """
     precision = torch.promote_types(x.dtype, torch.float32)
-    # OpenCV is outside autograd, so training keeps the tensor version.
-    if x.device.type == "cpu" and x.shape[1] <= 4 and not (x.requires_grad or raw.requires_grad):
+    # OpenCV is outside autograd: a forward that records gradients (training) keeps the
+    # tensor version, and so does an empty batch.
+    on_cpu = x.device.type == "cpu" and len(x) > 0 and x.shape[1] <= 4
+    if on_cpu and not (x.requires_grad or raw.requires_grad):
         # (B, H, W, C) views of channels_last tensors; copies of NCHW ones.
         guide = x.to(precision).permute(0, 2, 3, 1).contiguous().numpy()
         src = raw.to(precision).permute(0, 2, 3, 1).contiguous().numpy()

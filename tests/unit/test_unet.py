@@ -135,7 +135,8 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
-    "radius, height, width, channels", [(1, 150, 97, 3), (2, 64, 40, 1), (3, 129, 33, 3), (1, 2, 5, 3)]
+    "radius, height, width, channels",
+    [(1, 150, 97, 3), (2, 64, 40, 1), (3, 129, 33, 2), (1, 2, 5, 4), (1, 1, 7, 3), (40, 200, 9, 3)],
 )
 def test_banded_guided_filter_matches_the_whole_picture_one(dtype, radius, height, width, channels):
     # Heights across FILTER_BAND_ROWS: band edges must not show.
@@ -159,3 +160,5 @@ def test_training_gets_gradients_and_the_inference_path_gives_the_same_picture()
     with torch.inference_mode():
         served = model(x)
     np.testing.assert_allclose(served.numpy(), trained.detach().numpy(), atol=1e-6)
+    with torch.inference_mode():
+        assert model(x[:0]).shape == (0, 3, 64, 64)
