@@ -2,9 +2,16 @@
 
 The warm-up is the very mix that is then measured, sent twice: a replica's allocator
 grows to the largest image it has seen, and a short run with other sizes would measure
-that rather than a leak. The same mix sent twice more must then not grow memory past
-the level the deployment's replicas reached in the warm-up, nor keep growing through
-both sends.
+that rather than a leak. The same mix is then sent three more times, each replica's RSS
+read after each send. A leak grows with every request, so a replica fails when it grows
+in every send by more than ``STEADY_GROWTH`` of its size. The allocator's high-water
+mark grows in steps instead (the first time a larger combination of pieces meets in one
+batch; the replica that took little of the warm-up, as routing favours the one that
+loaded the model first, catches up with its sibling) and then stops: CI measured
+10-14 % above the warmed-up level once, 0-2 % otherwise; so a replica may end at most
+``MAX_ABOVE_LEVEL`` above the highest level any replica of its deployment had after the
+warm-up. Checked by leaking on purpose in the Cartoonizer: 2 MB per image fails the test
+(+4-23 % per send), 0.4 MB per image (about 1 % per send) does not.
 `python -m benchmarks.soak` is the long run behind the figures in docs/RELIABILITY.md.
 """
 
@@ -14,19 +21,22 @@ import ray
 
 from benchmarks.soak import APP, mixed_calls, replica_rss, run_calls
 
-MIX, REPEATS, CONCURRENCY = 60, 2, 4
-REQUESTS = MIX * REPEATS
+MIX, WARM_UP_SENDS, MEASURED_SENDS, CONCURRENCY = 60, 2, 3, 4
+REQUESTS = MIX * MEASURED_SENDS
+STEADY_GROWTH = 0.02
+MAX_ABOVE_LEVEL = 0.25
 
 
 def test_mixed_requests_get_no_5xx_and_replica_memory_holds_steady(base_url, serve_config):
     gcs_address = ray.get_runtime_context().gcs_address
     mix = mixed_calls(MIX, seed=11)
-    asyncio.run(run_calls(base_url, mix * REPEATS, CONCURRENCY))
-    before = replica_rss(APP, gcs_address)
-    outcomes = asyncio.run(run_calls(base_url, mix, CONCURRENCY))
-    middle = replica_rss(APP, gcs_address)
-    outcomes += asyncio.run(run_calls(base_url, mix * (REPEATS - 1), CONCURRENCY))
-    after = replica_rss(APP, gcs_address)
+    asyncio.run(run_calls(base_url, mix * WARM_UP_SENDS, CONCURRENCY))
+    readings = [replica_rss(APP, gcs_address)]
+    outcomes = []
+    for _ in range(MEASURED_SENDS):
+        outcomes += asyncio.run(run_calls(base_url, mix, CONCURRENCY))
+        readings.append(replica_rss(APP, gcs_address))
+    before, after = readings[0], readings[-1]
 
     statuses = [status for _, status, _ in outcomes]
     assert len(statuses) == REQUESTS
@@ -39,26 +49,21 @@ def test_mixed_requests_get_no_5xx_and_replica_memory_holds_steady(base_url, ser
              if d["autoscaling_config"]["min_replicas"] == d["autoscaling_config"]["max_replicas"]}
     gone = set(before) - set(after)
     assert not {name for name in gone if name.split()[0] in fixed}, f"a replica died during the soak: {gone}"
-    # A replica that took little of the warm-up (routing favours the replica that loaded
-    # the model first) grows towards its siblings' level when it first meets the larger
-    # batches: that is warm-up, not a leak. So a replica may grow up to the highest level
-    # any replica of its deployment had after the warm-up, and 10% beyond it; and none
-    # may grow by more than 5% in each half of the soak, as a leak does and a catch-up,
-    # which stops, does not.
+    present = [name for name in before if all(name in reading for reading in readings)]
+    sends = list(zip(readings, readings[1:]))
+    growing = {
+        name: [f"{later[name] / earlier[name] - 1:+.1%}" for earlier, later in sends]
+        for name in present
+        if all(later[name] - earlier[name] > STEADY_GROWTH * before[name] for earlier, later in sends)
+    }
+    assert not growing, f"RSS grew in every send, as a leak does: {growing}"
     deployment_level: dict[str, int] = {}
     for name, rss in before.items():
         deployment = name.split()[0]
         deployment_level[deployment] = max(deployment_level.get(deployment, 0), rss)
     past_level = {
-        name: f"{after[name] / deployment_level[name.split()[0]] - 1:+.1%} of the level"
-        for name in before
-        if name in after and after[name] > 1.10 * deployment_level[name.split()[0]]
+        name: f"{after[name] / deployment_level[name.split()[0]] - 1:+.1%}"
+        for name in present
+        if after[name] > (1 + MAX_ABOVE_LEVEL) * deployment_level[name.split()[0]]
     }
-    assert not past_level, f"RSS grew more than 10% past its deployment's warmed-up level: {past_level}"
-    growing = {
-        name: f"{middle[name] / before[name] - 1:+.1%}, then {after[name] / middle[name] - 1:+.1%}"
-        for name in before
-        if name in middle and name in after
-        and middle[name] > 1.05 * before[name] and after[name] > middle[name] + 0.05 * before[name]
-    }
-    assert not growing, f"RSS kept growing through the soak: {growing}"
+    assert not past_level, f"RSS ended far above its deployment's warmed-up level: {past_level}"
