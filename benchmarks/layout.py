@@ -44,13 +44,12 @@ def busy_cpu_seconds() -> float:
 
 def one_cartoonizer(app: dict) -> dict:
     """``app`` under /one with the one-Cartoonizer layout of rounds 1-3."""
-    one = copy_app(app, "one", {})
+    one = copy_app(app, "one", {}, {"max_batch_size": 8, "batch_wait_timeout_s": 0.02})
     single = {"applications": [one]}
     cartoonizer = common.deployment(single, "Cartoonizer")
     cartoonizer["ray_actor_options"]["num_cpus"] = 1
     cartoonizer["autoscaling_config"].update(min_replicas=1, max_replicas=1, target_ongoing_requests=8)
     cartoonizer["max_ongoing_requests"] = 16
-    cartoonizer["user_config"].update(max_batch_size=8, batch_wait_timeout_s=0.02)
     common.deployment(single, "FaceAligner")["ray_actor_options"]["num_cpus"] = 0.5
     return one
 

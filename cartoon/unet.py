@@ -112,6 +112,7 @@ def guided_filter_banded(guide: np.ndarray, src: np.ndarray, radius: int, eps: f
     # normalised box divides by side^2, so the rows and columns within r of the
     # picture's edges are scaled back by side / (their factor).
     row_fix = side / _window_counts(height, radius, torch.float64).numpy()
+    fixed_rows = np.flatnonzero(row_fix != 1.0)
     column_fix = (side / _window_counts(width, radius, torch.float64).numpy()).astype(guide.dtype)
     fixed_columns = np.flatnonzero(column_fix != 1.0)
     column_fix = column_fix[fixed_columns, None]
@@ -121,14 +122,14 @@ def guided_filter_banded(guide: np.ndarray, src: np.ndarray, radius: int, eps: f
         bottom = min(height, top + FILTER_BAND_ROWS)
         first, last = max(0, top - halo), min(height, bottom + halo)
         g, s = guide[first:last], src[first:last]
-        fixed_rows = [row for row in range(first, last) if row_fix[row] != 1.0]
+        band_fixed_rows = fixed_rows[(fixed_rows >= first) & (fixed_rows < last)]
 
         def mean(x: np.ndarray) -> np.ndarray:
             # Zeros outside the band: wrong only in the halo rows, which are not kept.
             means = cv2.boxFilter(x, -1, (side, side), normalize=True, borderType=cv2.BORDER_CONSTANT)
             means = means.reshape(len(x), width, -1)  # OpenCV drops a single channel's axis
             means[:, fixed_columns] *= column_fix
-            for row in fixed_rows:
+            for row in band_fixed_rows:
                 means[row - first] *= row_fix[row]
             return means
 
@@ -153,8 +154,8 @@ def filter_output(x: torch.Tensor, raw: torch.Tensor, radius: int, eps: float) -
     precision = torch.promote_types(x.dtype, torch.float32)
     # OpenCV is outside autograd: a forward that records gradients (training) keeps the
     # tensor version, and so does an empty batch.
-    on_cpu = x.device.type == "cpu" and len(x) > 0 and x.shape[1] <= 4
-    if on_cpu and not (x.requires_grad or raw.requires_grad):
+    banded = x.device.type == "cpu" and len(x) > 0 and x.shape[1] <= 4
+    if banded and not (x.requires_grad or raw.requires_grad):
         # (B, H, W, C) views of channels_last tensors; copies of NCHW ones.
         guide = x.to(precision).permute(0, 2, 3, 1).contiguous().numpy()
         src = raw.to(precision).permute(0, 2, 3, 1).contiguous().numpy()
