@@ -126,7 +126,6 @@ def test_with_a_key_every_route_but_the_probes_and_the_static_pages_needs_it(cli
         page = client.get(path)
         assert page.status_code == 200 and "text/html" in page.headers["content-type"], path
     assert_error(client.get("/guarded/v1/styles"), 401, "unauthorized")
-    assert_error(client.get("/guarded/openapi.json"), 401, "unauthorized")
     assert_error(client.post("/guarded/v1/cartoonize", content=small_jpeg,
                              headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
     assert client.get("/guarded/v1/styles", headers=AUTH).status_code == 200
@@ -134,6 +133,18 @@ def test_with_a_key_every_route_but_the_probes_and_the_static_pages_needs_it(cli
     # The open app needs none; no log line of any replica holds the key.
     assert client.get("/v1/styles").status_code == 200
     assert not [path for path in replica_logs.glob("*.log") if API_KEY in path.read_text(errors="replace")]
+
+
+def test_with_a_key_the_docs_render_and_offer_the_bearer_scheme(client):
+    """Swagger UI loads the schema without the key, then sends the one typed into Authorize."""
+    schema = client.get("/guarded/openapi.json")
+    assert schema.status_code == 200, schema.text
+    document = schema.json()
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": "the service's API key"}
+    assert document["security"] == [{"bearer": []}]
+    assert document["paths"]["/readyz"]["get"]["security"] == []
+    assert "security" not in client.get("/openapi.json").json()  # the open app asks for nothing
 
 
 def test_cors_is_off_by_default_and_allows_only_the_configured_origins(client):
