@@ -76,7 +76,7 @@ class OptionsQuery:
         self,
         style: str | None = Query(None, description="style name from GET /v1/styles; default style if omitted"),
         strength: float = Query(1.0, ge=0.0, le=1.0, description="1 = full cartoon, 0 = the original"),
-        format: Literal["png", "jpeg", "webp"] = Query("png", description="output format"),
+        format: Literal[images.OUTPUT_FORMATS] = Query("png", description="output format"),
         quality: int = Query(90, ge=1, le=100, description="JPEG/WebP quality"),
         max_side: int | None = Query(None, ge=16, le=16384, description="cap on the output's long side"),
     ):

@@ -7,11 +7,12 @@ that gives ``/docs`` its Authorize button.
 """
 
 import copy
+import functools
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from cartoon.pipeline import MEDIA_TYPES
+from cartoon.images import MEDIA_TYPES
 from cartoon.styles import StyleRegistry
 from deployments.settings import AppArgs
 from serve_app.errors import ERROR_SCHEMA
@@ -149,12 +150,16 @@ _documented_schema: dict = {}
 
 
 def serve_schema(api: FastAPI) -> None:
-    """Makes ``api`` answer /openapi.json with the documented schema once there is one."""
+    """Makes ``api`` answer /openapi.json with the documented schema once there is one.
 
-    def openapi() -> dict:
-        return _documented_schema or _base_schema(api)
+    A partial of a module function, not a closure: Serve pickles the app, and a closure
+    would travel with a copy of ``_documented_schema`` that ``document`` never fills.
+    """
+    api.openapi = functools.partial(_served_schema, api)
 
-    api.openapi = openapi
+
+def _served_schema(api: FastAPI) -> dict:
+    return _documented_schema or _base_schema(api)
 
 
 def _base_schema(api: FastAPI) -> dict:

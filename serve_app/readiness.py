@@ -89,16 +89,17 @@ class Readiness:
     async def _ask_inference(self) -> dict | None:
         """How the UNet runs and what its start-up forward cost; asked until one replica answers.
 
-        The question is never cancelled (a replica may still be starting), so a slow
-        answer neither queues a second question nor makes readiness flap.
+        The question is not cancelled when the wait ends (a replica may still be
+        starting), so a slow answer neither queues a second question nor makes readiness
+        flap. It is asked again when it failed, or when Serve cancelled it with the
+        request that asked (a client that gave up on its probe).
         """
         if self._inference is None:
-            if self._inference_question is None or (
-                self._inference_question.done() and self._inference_question.exception() is not None
-            ):
+            question = self._inference_question
+            if question is None or (question.done() and (question.cancelled() or question.exception() is not None)):
                 self._inference_question = asyncio.ensure_future(self.cartoonizer.inference.remote())
             try:
                 self._inference = await asyncio.wait_for(asyncio.shield(self._inference_question), INFERENCE_WAIT_S)
-            except Exception:  # unknown for now: a replica still starting, or one lost
+            except (Exception, asyncio.CancelledError):  # unknown for now: a replica starting or lost
                 pass
         return self._inference
