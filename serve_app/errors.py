@@ -8,6 +8,7 @@ from cartoon.errors import (
     CorruptImageError,
     DeviceOutOfMemoryError,
     NotAnImageError,
+    OutputTooLargeError,
     TooManyPiecesError,
     TooManyPixelsError,
     UnsupportedFormatError,
@@ -20,6 +21,7 @@ STATUS_BY_ERROR = {
     TooManyPixelsError: 413,
     UnsupportedFormatError: 415,
     TooManyPiecesError: 422,
+    OutputTooLargeError: 422,
 }
 # Statuses Starlette raises itself (no route, wrong method), with our stable codes.
 CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}
