@@ -28,11 +28,17 @@ from cartoon.constants import UNET_STRIDE
 PADDINGS = ("mirror4", "white16")
 
 
-def shrink(rgb: np.ndarray, process_side: int, max_area: int | None = None) -> np.ndarray:
-    """Resizes so the short side is at most ``process_side`` and the area at most ``max_area``.
+def shrink(
+    rgb: np.ndarray, process_side: int, max_area: int | None = None, padding: str = "mirror4"
+) -> np.ndarray:
+    """Resizes so the short side is at most ``process_side`` and the padded canvas at most ``max_area``.
 
     The short side alone leaves a long thin strip (55000x727, say) almost whole; the
-    area cap bounds the UNet's work and memory whatever the aspect ratio. Never upscales.
+    area cap bounds the UNet's work and memory whatever the aspect ratio. It holds for
+    the canvas the UNet sees, padding (``padding``, see ``PADDINGS``) included: a strip
+    1 px thin is padded to 4 or 16 rows, so its length is cut to fit instead (and
+    photos near the cap lose the padding's share, at most 2 % of their long side).
+    Never upscales.
     """
     height, width = rgb.shape[:2]
     scale = process_side / min(height, width)
@@ -41,8 +47,27 @@ def shrink(rgb: np.ndarray, process_side: int, max_area: int | None = None) -> n
         scale = math.sqrt(max_area / (height * width))
         size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
     if scale >= 1.0:
+        size = (width, height)
+    if max_area:
+        size = _fit_canvas(*size, max_area, padding)
+    if size == (width, height):
         return rgb
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _fit_canvas(width: int, height: int, max_area: int, padding: str) -> tuple[int, int]:
+    """(width, height) with the long side cut until the padded canvas holds at most ``max_area``."""
+    canvas_height, canvas_width = canvas_size(height, width, padding)
+    if canvas_height * canvas_width <= max_area:
+        return width, height
+    if width >= height:
+        width = max(1, min(width, max_area // canvas_height))
+    else:
+        height = max(1, min(height, max_area // canvas_width))
+    # Padding adds at most 16 px to the long side: a few steps at most.
+    while math.prod(canvas_size(height, width, padding)) > max_area and max(width, height) > 1:
+        width, height = (width - 1, height) if width >= height else (width, height - 1)
+    return width, height
 
 
 @dataclass(frozen=True)
@@ -86,17 +111,21 @@ def _starts(length: int, tile: int, halo: int) -> list[int]:
     return starts
 
 
+def canvas_size(height: int, width: int, padding: str) -> tuple[int, int]:
+    """(height, width) of the canvas an image of this size is padded to."""
+    if padding == "white16":
+        if height % 16 == 0 and width % 16 == 0:
+            return height, width
+        return (height // 16 + 1) * 16, (width // 16 + 1) * 16
+    if padding == "mirror4":
+        return _round_up(height, UNET_STRIDE), _round_up(width, UNET_STRIDE)
+    raise ValueError(f"unknown padding {padding!r}; known: {', '.join(PADDINGS)}")
+
+
 def _pad(image: np.ndarray, padding: str) -> np.ndarray:
     height, width = image.shape[:2]
-    if padding == "white16":
-        aligned = height % 16 == 0 and width % 16 == 0
-        padded_height, padded_width = (height, width) if aligned else ((height // 16 + 1) * 16, (width // 16 + 1) * 16)
-        mode, extra = "constant", {"constant_values": 255}
-    elif padding == "mirror4":
-        padded_height, padded_width = _round_up(height, UNET_STRIDE), _round_up(width, UNET_STRIDE)
-        mode, extra = "symmetric", {}
-    else:
-        raise ValueError(f"unknown padding {padding!r}; known: {', '.join(PADDINGS)}")
+    padded_height, padded_width = canvas_size(height, width, padding)
+    mode, extra = ("constant", {"constant_values": 255}) if padding == "white16" else ("symmetric", {})
     return np.pad(image, ((0, padded_height - height), (0, padded_width - width), (0, 0)), mode=mode, **extra)
 
 

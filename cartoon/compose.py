@@ -14,7 +14,8 @@ def output_size(
     """(height, width) of the output: the input's, capped on the long side and on the area.
 
     Never upscaled. The area cap bounds the memory of compose and encode: a flat 40 MP
-    PNG is a few KB on the wire but 120 MB per full-size copy.
+    PNG is a few KB on the wire but 120 MB per full-size copy. A strip too thin to keep
+    its aspect ratio within the cap (40000000x1) is shortened along its length.
     """
     if max_side and max(height, width) > max_side:
         scale = max_side / max(height, width)
@@ -22,6 +23,9 @@ def output_size(
     if max_pixels and height * width > max_pixels:
         scale = math.sqrt(max_pixels / (height * width))
         height, width = max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
+        # A strip's short side stops at 1 px, so only its long side can give up the rest.
+        if height * width > max_pixels:
+            height, width = (height, max_pixels // height) if width >= height else (max_pixels // width, width)
     return height, width
 
 

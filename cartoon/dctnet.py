@@ -31,7 +31,7 @@ import torch
 
 from cartoon.constants import CROP_SIZE
 from cartoon.graphdef import DT_FLOAT, DT_UINT8, GraphDefError, Node, parse_graphdef
-from cartoon.styles import REGISTRY_FILE
+from cartoon.styles import DEFAULT_PRECISION, REGISTRY_FILE
 from cartoon.unet import TF1_CLIP, UNetConfig, UNetGenerator, save_weights
 
 # File names: current releases first, then those before Sept 2022.
@@ -412,6 +412,8 @@ def convert(
         "width": head.config.width,
         "source": source or f"DCT-Net model folder {model_dir.name} ({head_path.name}, {background_path.name})",
         "licence": licence,
+        # TensorFlow's parity holds in fp32 only; the style's owner may change it to "auto".
+        "precision": DEFAULT_PRECISION["tf1"],
         "compat": {
             "mode": "tf1",
             "background_padding": "white16",

@@ -35,6 +35,12 @@ class TooManyPixelsError(CartoonError):
     code = "too_many_pixels"
 
 
+class OutputTooLargeError(CartoonError):
+    """The output would have a side longer than its format holds (WebP 16383 px, JPEG 65500)."""
+
+    code = "output_too_large"
+
+
 class TooManyPiecesError(CartoonError):
     """The background would need more UNet pieces than the configured limit."""
 

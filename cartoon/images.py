@@ -1,15 +1,20 @@
 """Image bytes in and out: header probe, decode to RGB uint8, encode."""
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from cartoon.errors import (
+    CartoonError,
     CorruptImageError,
     NotAnImageError,
+    OutputTooLargeError,
     TooManyPixelsError,
     UnsupportedFormatError,
 )
@@ -25,6 +30,22 @@ MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 SUFFIX_BY_FORMAT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 OUTPUT_FORMATS = tuple(MEDIA_TYPES)
 DEFAULT_MAX_PIXELS = 40_000_000
+# The longest side each output format holds: WebP's own limit, libjpeg's, and libpng's
+# default user limit (OpenCV's PNG encoder refuses wider pictures).
+MAX_OUTPUT_SIDE = {"png": 1_000_000, "jpeg": 65_500, "webp": 16_383}
+
+# What decoding changed about the input, as the short codes clients are told
+# (``DecodedImage.notices``, then ``Result.notices``).
+ICC_CONVERTED = "icc_converted_to_srgb"  # an embedded ICC profile other than sRGB was applied
+ICC_IGNORED = "icc_profile_ignored"  # a profile that is unreadable or not of the pixels' colour space
+FIRST_FRAME = "first_frame_only"  # an animation or multi-page file: its first frame was used
+
+# Pixels converted at a time. Pillow's copy of the stored picture and the RGB + alpha
+# output are then the only full-size allocations: at most 4 + 4 bytes per pixel
+# (Pillow stores RGB as RGBX; RGBA, CMYK and 32-bit grey take 4 too), where converting
+# the whole picture at once took 10-20 (docs/RELIABILITY.md).
+TILE_PIXELS = 1 << 18
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -41,14 +62,16 @@ class DecodedImage:
     """An image as the pipeline uses it.
 
     Attributes:
-        rgb: (H, W, 3) uint8, EXIF orientation applied, transparency flattened on white.
+        rgb: (H, W, 3) uint8 sRGB, EXIF orientation applied, transparency flattened on white.
         alpha: (H, W) uint8 when the input had transparency, else None.
         format: the input's format name as Pillow reports it.
+        notices: what decoding changed (``ICC_CONVERTED``, ``ICC_IGNORED``, ``FIRST_FRAME``).
     """
 
     rgb: np.ndarray
     alpha: np.ndarray | None
     format: str
+    notices: tuple[str, ...] = ()
 
 
 # Leading bytes of the accepted formats, to tell a broken image from a non-image
@@ -119,7 +142,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise NotAnImageError("the body is empty")
     try:
-        return Image.open(io.BytesIO(data), formats=ACCEPTED_PLUGINS)
+        with _broken_on_any_error("the image header is broken"):
+            return Image.open(io.BytesIO(data), formats=ACCEPTED_PLUGINS)
     except Image.DecompressionBombError as exc:
         # Pillow refuses before we can read the size; PNG headers we read ourselves.
         size = _png_declared_size(data)
@@ -130,8 +154,23 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         if other:
             raise _unsupported(other) from exc
         raise _unidentified(data, max_pixels) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise CorruptImageError(f"the image header is broken: {exc}") from exc
+
+
+@contextmanager
+def _broken_on_any_error(what: str):
+    """Any exception a parser raises means broken bytes: ``CorruptImageError`` (400).
+
+    Pillow's plugins and OpenCV raise whatever their parsing hits (struct.error,
+    IndexError, KeyError, ...) on hostile bytes; none of them is our bug. Pillow's own
+    refusals pass through for ``_open`` to tell apart, and so do running out of memory
+    (the service's state, not the input's) and our typed errors.
+    """
+    try:
+        yield
+    except (CartoonError, MemoryError, Image.DecompressionBombError, UnidentifiedImageError):
+        raise
+    except Exception as exc:
+        raise CorruptImageError(f"{what}: {exc}") from exc
 
 
 def _unsupported(format: str) -> UnsupportedFormatError:
@@ -180,29 +219,120 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return (np.clip(array.astype(np.int64), 0, 65535) // 257).astype(np.uint8)
 
 
-def _split_modes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """Converts any Pillow mode to (rgb uint8, alpha uint8 or None)."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode == "P" and "transparency" in image.info
     )
+
+
+@cache
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _srgb_transform(image: Image.Image, has_alpha: bool) -> tuple[ImageCms.ImageCmsTransform | None, str | None]:
+    """The transform from the embedded ICC profile to sRGB, and the notice to give.
+
+    None and no notice without a profile or with an sRGB one (by its description, as
+    cameras and browsers write it: the transform would change nothing but rounding).
+    Each tile is converted to the transform's input mode first.
+    """
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return None, None
+    output_mode = "RGBA" if has_alpha else "RGB"
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "sRGB" in ImageCms.getProfileDescription(profile):
+            return None, None
+        space, base = profile.profile.xcolor_space.strip(), Image.getmodebase(image.mode)
+        if space == "RGB" and base == "RGB":
+            input_mode = output_mode
+        elif space == "CMYK" and image.mode == "CMYK" or space == "GRAY" and image.mode == "L":
+            input_mode = image.mode
+        else:
+            return None, ICC_IGNORED
+        intent = ImageCms.getDefaultIntent(profile)
+        return ImageCms.buildTransform(profile, _srgb_profile(), input_mode, output_mode, intent), ICC_CONVERTED
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None, ICC_IGNORED
+
+
+def _tile_pixels(
+    tile: Image.Image, has_alpha: bool, transform: ImageCms.ImageCmsTransform | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One tile as (rgb uint8, alpha uint8 or None); grey comes back (h, w, 1)."""
+    if transform is not None:
+        if tile.mode != transform.input_mode:
+            tile = tile.convert(transform.input_mode)
+        tile = ImageCms.applyTransform(tile, transform)
     if has_alpha:
-        rgba = np.asarray(image.convert("RGBA"))
-        alpha = rgba[..., 3].copy()
-        rgb = rgba[..., :3].astype(np.float32)
-        weight = alpha[..., None].astype(np.float32) / 255.0
-        flattened = rgb * weight + 255.0 * (1.0 - weight)
-        return np.clip(flattened + 0.5, 0, 255).astype(np.uint8), alpha
-    if image.mode.startswith("I") or image.mode == "F":
-        gray = _to_uint8(np.asarray(image))
-        return np.repeat(gray[..., None], 3, axis=2), None
-    return np.asarray(image.convert("RGB")), None
+        rgba = np.asarray(tile.convert("RGBA"))
+        weight = rgba[..., 3:].astype(np.uint16)
+        # Over white, rounded: (c * a + 255 * (255 - a)) / 255, at most 65025 + 127 in uint16.
+        flattened = (rgba[..., :3] * weight + 255 * (255 - weight) + 127) // 255
+        return flattened.astype(np.uint8), rgba[..., 3]
+    if tile.mode.startswith("I") or tile.mode == "F":
+        return _to_uint8(np.asarray(tile))[..., None], None
+    return np.asarray(tile if tile.mode == "RGB" else tile.convert("RGB")), None
+
+
+def _tiles(width: int, height: int) -> Iterator[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1) of at most ``TILE_PIXELS`` each, covering the picture."""
+    tile_width = min(width, TILE_PIXELS)
+    tile_height = max(1, TILE_PIXELS // tile_width)
+    for y in range(0, height, tile_height):
+        for x in range(0, width, tile_width):
+            yield x, y, min(x + tile_width, width), min(y + tile_height, height)
+
+
+# EXIF orientation -> the shown picture as a view in the stored picture's coordinates, so
+# tiles written in stored order land where they are shown (ImageOps.exif_transpose's
+# result, without its full-size copy). 5 to 8 swap width and height.
+_STORED_VIEWS = {
+    2: lambda shown: shown[:, ::-1],
+    3: lambda shown: shown[::-1, ::-1],
+    4: lambda shown: shown[::-1],
+    5: lambda shown: shown.swapaxes(0, 1),
+    6: lambda shown: np.rot90(shown, 1),
+    7: lambda shown: shown[::-1, ::-1].swapaxes(0, 1),
+    8: lambda shown: np.rot90(shown, -1),
+}
+
+
+def _pixels(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Decodes the first frame tile by tile into (rgb, alpha or None) and the notices."""
+    # An MPO's further pictures are previews or depth maps of the same shot, not frames.
+    notices = [FIRST_FRAME] if image.format != "MPO" and getattr(image, "is_animated", False) else []
+    image.load()
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    view = _STORED_VIEWS.get(orientation, lambda shown: shown)
+    has_alpha = _has_alpha(image)
+    transform, icc_notice = _srgb_transform(image, has_alpha)
+    notices += [icc_notice] if icc_notice else []
+    width, height = image.size
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    rgb = np.empty((height, width, 3), np.uint8)
+    alpha = np.empty((height, width), np.uint8) if has_alpha else None
+    stored_rgb = view(rgb)
+    stored_alpha = None if alpha is None else view(alpha)
+    for x0, y0, x1, y1 in _tiles(*image.size):
+        tile_rgb, tile_alpha = _tile_pixels(image.crop((x0, y0, x1, y1)), has_alpha, transform)
+        stored_rgb[y0:y1, x0:x1] = tile_rgb
+        if stored_alpha is not None:
+            stored_alpha[y0:y1, x0:x1] = tile_alpha
+    return rgb, alpha, notices
 
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decodes image bytes to RGB uint8 with EXIF orientation applied.
+    """Decodes image bytes to sRGB uint8 with EXIF orientation applied.
 
-    Gray, palette, 16-bit and CMYK inputs are converted; transparent inputs are
-    flattened onto white and their alpha channel is returned separately.
+    Gray, palette, 16-bit and CMYK inputs are converted; an embedded ICC profile is
+    applied (to sRGB); transparent inputs are flattened onto white and their alpha
+    channel is returned separately; of an animation or multi-page file, the first
+    frame. The pixels are converted in tiles of ``TILE_PIXELS``, so the peak is
+    Pillow's stored picture and the output, plus a few tiles.
 
     Args:
         data: the encoded image.
@@ -210,24 +340,31 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
             the header before decoding.
 
     Returns:
-        The decoded image.
+        The decoded image, with notices of what decoding changed.
 
     Raises:
         NotAnImageError, CorruptImageError, UnsupportedFormatError, TooManyPixelsError.
     """
     image = _open(data, max_pixels)
     info = _check(image, max_pixels)
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        rgb, alpha = _split_modes(image)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptImageError(f"the {info.format} data is truncated or broken: {exc}") from exc
-    return DecodedImage(
-        rgb=np.ascontiguousarray(rgb),
-        alpha=None if alpha is None else np.ascontiguousarray(alpha),
-        format=info.format,
-    )
+    with image, _broken_on_any_error(f"the {info.format} data is truncated or broken"):
+        rgb, alpha, notices = _pixels(image)
+    return DecodedImage(rgb=rgb, alpha=alpha, format=info.format, notices=tuple(notices))
+
+
+def check_encodable(format: str, height: int, width: int) -> None:
+    """Refuses an output size ``format`` cannot hold, so no work is spent on it.
+
+    Raises:
+        OutputTooLargeError: a side over ``MAX_OUTPUT_SIDE[format]``.
+    """
+    limit = MAX_OUTPUT_SIDE[format]
+    if max(height, width) > limit:
+        remedy = f"max_side={limit} or less" + ("" if format == "png" else " or format=png")
+        raise OutputTooLargeError(
+            f"the output would be {width}x{height} px and {format.upper()} holds at most {limit} px a side; "
+            f"ask for {remedy}"
+        )
 
 
 def encode(
@@ -246,9 +383,13 @@ def encode(
 
     Returns:
         The encoded bytes.
+
+    Raises:
+        OutputTooLargeError: a side longer than the format holds.
     """
     if format not in OUTPUT_FORMATS:
         raise ValueError(f"output format must be one of {OUTPUT_FORMATS}, not {format!r}")
+    check_encodable(format, *rgb.shape[:2])
     if format == "png":
         return _encode_png(rgb, alpha)
     image = Image.fromarray(rgb, "RGB")

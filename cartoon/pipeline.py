@@ -97,6 +97,7 @@ class Job:
             stylized pieces), or None for the default ellipse.
         deadline: wall-clock time after which nobody waits for the result (0 = none),
             so every stage can skip work that can no longer be delivered.
+        notices: what decoding changed about the input (``cartoon.images`` notices).
     """
 
     height: int
@@ -114,6 +115,7 @@ class Job:
     handed_over_at: float = 0.0
     paste_mask: np.ndarray | None = None
     deadline: float = 0.0
+    notices: tuple[str, ...] = ()
 
     def split_full_size(self) -> tuple["Job", FullSize]:
         """The job without its full-size arrays, and those arrays."""
@@ -131,7 +133,13 @@ class Job:
 
 @dataclass
 class Result:
-    """The encoded output and what the client is told about it."""
+    """The encoded output and what the client is told about it.
+
+    Attributes:
+        notices: short codes of what decoding changed about the input, in the order
+            they happened (``cartoon.images``: ``icc_converted_to_srgb``,
+            ``icc_profile_ignored``, ``first_frame_only``); empty when nothing was.
+    """
 
     data: bytes
     media_type: str
@@ -140,6 +148,21 @@ class Result:
     faces: list[FaceInfo]
     timings: dict[str, float]
     batch_sizes: list[int]
+    notices: tuple[str, ...] = ()
+
+
+def checked_output_size(height: int, width: int, options: Options, settings: PipelineSettings) -> tuple[int, int]:
+    """The output's (height, width) for an input of this size (the header's will do).
+
+    EXIF orientation may swap the two, which changes neither the output's sides nor
+    the verdict.
+
+    Raises:
+        OutputTooLargeError: the format cannot hold the output (``images.MAX_OUTPUT_SIDE``).
+    """
+    height, width = output_size(height, width, options.max_side, settings.max_output_pixels)
+    images.check_encodable(options.format, height, width)
+    return height, width
 
 
 @contextmanager
@@ -162,11 +185,16 @@ class Preparer:
         self.reference = REFERENCE_POINTS_5 if five else REFERENCE_POINTS_68
 
     def prepare(self, data: bytes, options: Options) -> Job:
-        """Decodes bytes and prepares them; raises the typed errors of ``images.decode``."""
+        """Decodes bytes and prepares them; raises the typed errors of ``images.decode``.
+
+        An output its format cannot hold is refused from the header, before decoding.
+        """
         timings: dict[str, float] = {}
         with timed(timings, "decode"):
+            info = images.probe(data, self.settings.max_pixels)
+            checked_output_size(info.height, info.width, options, self.settings)
             decoded = images.decode(data, self.settings.max_pixels)
-        return self.prepare_array(decoded.rgb, options, decoded.alpha, timings)
+        return self.prepare_array(decoded.rgb, options, decoded.alpha, timings, decoded.notices)
 
     def prepare_array(
         self,
@@ -174,12 +202,18 @@ class Preparer:
         options: Options,
         alpha: np.ndarray | None = None,
         timings: dict[str, float] | None = None,
+        notices: tuple[str, ...] = (),
     ) -> Job:
-        """Prepares a decoded (H, W, 3) uint8 picture."""
+        """Prepares a decoded (H, W, 3) uint8 picture.
+
+        Raises:
+            OutputTooLargeError: the output would not fit its format.
+            TooManyPiecesError: the background needs more than ``max_pieces`` pieces.
+        """
         timings = {} if timings is None else timings
+        height, width = checked_output_size(*rgb.shape[:2], options, self.settings)
         with timed(timings, "detect"):
             faces = self.detector.detect(rgb)
-        height, width = output_size(*rgb.shape[:2], options.max_side, self.settings.max_output_pixels)
         scale_x, scale_y = width / rgb.shape[1], height / rgb.shape[0]
         with timed(timings, "align"):
             matrices = np.array(
@@ -189,7 +223,7 @@ class Preparer:
             heads = heads.reshape(-1, CROP_SIZE, CROP_SIZE, 3)
         with timed(timings, "background"):
             padding = self.registry.get(options.style).background_padding if self.registry else "mirror4"
-            background = shrink(rgb, self.settings.process_side, self.settings.background_pixels)
+            background = shrink(rgb, self.settings.process_side, self.settings.background_pixels, padding)
             pieces, plan = split(background, self.settings.tile, self.settings.halo, padding)
             if len(pieces) > self.settings.max_pieces:
                 raise TooManyPiecesError(
@@ -219,6 +253,7 @@ class Preparer:
             alpha=alpha,
             timings=timings,
             handed_over_at=time.time(),
+            notices=notices,
         )
 
 
@@ -267,6 +302,7 @@ class Composer:
             faces=job.faces,
             timings=timings,
             batch_sizes=job.batch_sizes,
+            notices=job.notices,
         )
 
 

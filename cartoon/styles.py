@@ -1,7 +1,7 @@
 """Styles: named pairs of head and background generators, and the batched runner."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -18,6 +18,12 @@ from cartoon.unet import MODES, UNetGenerator, config_from_weights, load_generat
 
 DEFAULT_STYLES_DIR = Path(__file__).parent / "styles"
 REGISTRY_FILE = "registry.json"
+# What a registry entry may ask for: "auto" takes the config's choice (bf16 on CPUs with
+# native bf16, fp16 on CUDA); a style whose parity matters pins fp32.
+STYLE_PRECISIONS = ("auto", "fp32", "bf16")
+# A registry entry without "precision": an imported DCT-Net style (mode tf1) runs fp32,
+# the precision its TensorFlow parity is measured in (bf16: 3/255 apart, 65-76 % exact).
+DEFAULT_PRECISION = {"native": "auto", "tf1": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class Style:
         mask: a (288, 288) grayscale paste-back mask image; the feathered ellipse if None.
         finish: the name of the hard last steps (``cartoon.finish.FINISHES``) run on the
             generators' output, or None for the generators' output as it is.
+        precision: one of ``STYLE_PRECISIONS``, what the style asks to be served in
+            when the config's ``precision`` is "auto".
     """
 
     name: str
@@ -51,8 +59,14 @@ class Style:
     background_padding: str = "mirror4"
     mask: Path | None = None
     finish: str | None = None
+    precision: str = "auto"
 
-    def public(self) -> dict:
+    def served_precision(self, configured: Precision = "auto") -> str:
+        """The precision the style is served in: the config's, unless it says "auto"."""
+        return self.precision if configured == "auto" else configured
+
+    def public(self, configured: Precision = "auto") -> dict:
+        """What ``GET /v1/styles`` shows; ``configured`` is the config's ``precision``."""
         return {
             "name": self.name,
             "description": self.description,
@@ -61,11 +75,13 @@ class Style:
             "licence": self.licence,
             "mode": self.mode,
             "finish": self.finish,
+            "precision": self.served_precision(configured),
         }
 
 
 def _style(directory: Path, entry: dict) -> Style:
     compat = entry.get("compat", {})
+    mode = compat.get("mode", "native")
     style = Style(
         name=entry["name"],
         description=entry.get("description", ""),
@@ -74,11 +90,16 @@ def _style(directory: Path, entry: dict) -> Style:
         width=int(entry["width"]),
         source=entry.get("source", ""),
         licence=entry.get("licence", ""),
-        mode=compat.get("mode", "native"),
+        mode=mode,
         background_padding=compat.get("background_padding", "mirror4"),
         mask=directory / compat["mask"] if compat.get("mask") else None,
         finish=entry.get("finish"),
+        precision=entry.get("precision", DEFAULT_PRECISION.get(mode, "auto")),
     )
+    if style.precision not in STYLE_PRECISIONS:
+        raise ValueError(
+            f"style {style.name!r}: unknown precision {style.precision!r}; known: {', '.join(STYLE_PRECISIONS)}"
+        )
     if style.finish is not None and style.finish not in FINISHES:
         raise ValueError(f"style {style.name!r}: unknown finish {style.finish!r}; known: {', '.join(FINISHES)}")
     if style.mode not in MODES:
@@ -104,8 +125,9 @@ class StyleRegistry:
         """Reads ``registry.json``.
 
         Its form: {"default": name, "styles": [{name, description, head, background,
-        width, source, licence, finish, compat: {mode, background_padding, mask, ...}}]};
-        source, licence, finish and compat are optional (a style trained here).
+        width, source, licence, finish, precision, compat: {mode, background_padding,
+        mask, ...}}]}; source, licence, finish, precision and compat are optional (a
+        style trained here).
         """
         path = Path(directory) / REGISTRY_FILE
         try:
@@ -125,7 +147,7 @@ class StyleRegistry:
         config = config_from_weights(path)
         padding = "white16" if config.mode == "tf1" else "mirror4"
         style = Style(name, f"weights from {path.name}", path, path, config.width, mode=config.mode,
-                      background_padding=padding)
+                      background_padding=padding, precision=DEFAULT_PRECISION[config.mode])
         return cls([style], name)
 
     def names(self) -> list[str]:
@@ -177,7 +199,10 @@ class Stylizer:
     def from_style(
         cls, style: Style, device: str | torch.device = "auto", precision: Precision = "auto"
     ) -> "Stylizer":
-        """Loads a registry entry's weights, checking both files against its width and mode."""
+        """Loads a registry entry's weights, checking both files against its width and mode.
+
+        ``precision`` is the config's; with "auto" the style's own ``precision`` decides.
+        """
         generators = {}
         for kind, path in (("head", style.head), ("background", style.background)):
             generator = load_generator(path)
@@ -193,9 +218,12 @@ class Stylizer:
                 )
             generators[kind] = generator
         device = resolve_device(str(device))
-        mode = choose_mode(device, precision)
-        if precision == "auto" and mode.precision == "bf16":
+        served = style.served_precision(precision)
+        mode = choose_mode(device, served)
+        if served == "auto" and mode.precision == "bf16":
             mode = checked_bf16(mode, list(generators.values()))
+        elif served != precision:
+            mode = replace(mode, reason=f"style {style.name!r} asks for {served}")
         return cls(
             generators["head"], generators["background"], device, mode,
             paste_mask=load_mask(style), finish=FINISHES[style.finish] if style.finish else None,

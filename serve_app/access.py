@@ -32,7 +32,7 @@ API_KEY_ENV = "CARTOON_API_KEY"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/", "/docs/assets/")
 # Headers a browser page may read from answers when CORS is on.
-EXPOSED_HEADERS = ["X-Request-Id", "X-Faces", "X-Batch-Sizes", "Server-Timing", "Retry-After"]
+EXPOSED_HEADERS = ["X-Request-Id", "X-Faces", "X-Batch-Sizes", "X-Input-Notices", "Server-Timing", "Retry-After"]
 
 _logger = logging.getLogger("ray.serve")
 

@@ -8,6 +8,7 @@ from cartoon.errors import (
     CorruptImageError,
     DeviceOutOfMemoryError,
     NotAnImageError,
+    OutputTooLargeError,
     TooLargeForDeviceError,
     TooManyPiecesError,
     TooManyPixelsError,
@@ -22,6 +23,7 @@ STATUS_BY_ERROR = {
     UnsupportedFormatError: 415,
     TooManyPiecesError: 422,
     TooLargeForDeviceError: 422,
+    OutputTooLargeError: 422,
 }
 # Statuses Starlette raises itself (no route, wrong method), with our stable codes.
 CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}

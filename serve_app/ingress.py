@@ -96,6 +96,7 @@ def _result_json(result: Result) -> dict:
         "faces": [face.public() for face in result.faces],
         "timings": {name: round(ms, 2) for name, ms in result.timings.items()},
         "batch_sizes": result.batch_sizes,
+        "notices": list(result.notices),
     }
 
 
@@ -248,6 +249,8 @@ class Ingress:
             "X-Batch-Sizes": ",".join(map(str, result.batch_sizes)),
             "Server-Timing": _timing_header(result.timings),
         }
+        if result.notices:
+            headers["X-Input-Notices"] = ",".join(result.notices)
         if "application/json" in request.headers.get("accept", "").lower():
             return JSONResponse(_result_json(result), headers=headers)
         return Response(result.data, media_type=result.media_type, headers=headers)

@@ -26,10 +26,10 @@ ERROR_DESCRIPTIONS = {
     400: "not an image, a broken image or a malformed multipart body (codes not_an_image, "
     "corrupt_image, bad_multipart)",
     401: "an API key is configured and the request lacks it (code unauthorized)",
-    413: "over a limit: body_too_large, too_many_pixels, too_many_items, batch_too_large, output_too_large",
+    413: "over a limit: body_too_large, too_many_pixels, too_many_items, batch_too_large",
     415: "an image format or a media type we do not accept (unsupported_format, unsupported_media_type)",
     422: "a bad parameter or an image over a processing limit (invalid_parameter, unknown_style, "
-    "too_many_pieces, too_large_for_device, poison_input)",
+    "too_many_pieces, output_too_large, too_large_for_device, poison_input)",
     500: "our bug (internal)",
     503: "at capacity or not ready; see Retry-After (overloaded, replica_lost, out_of_memory, not_ready)",
     504: "not done within the request timeout (timeout)",
@@ -55,7 +55,7 @@ FACE_SCHEMA = {
 }
 RESULT_SCHEMA = {
     "type": "object",
-    "required": ["media_type", "image", "width", "height", "faces", "timings", "batch_sizes"],
+    "required": ["media_type", "image", "width", "height", "faces", "timings", "batch_sizes", "notices"],
     "properties": {
         "media_type": {"type": "string", "enum": list(IMAGE_TYPES)},
         "image": {"type": "string", "description": "the output image, base64"},
@@ -64,6 +64,8 @@ RESULT_SCHEMA = {
         "faces": {"type": "array", "items": FACE_SCHEMA},
         "timings": {"type": "object", "additionalProperties": {"type": "number"}},
         "batch_sizes": {"type": "array", "items": {"type": "integer"}},
+        "notices": {"type": "array", "items": {"type": "string"},
+                    "description": "what decoding changed: icc_converted_to_srgb, icc_profile_ignored, first_frame_only"},
     },
 }
 BATCH_ITEM_SCHEMA = {

@@ -1,5 +1,6 @@
 """A DCT-Net style converted with ``python -m cartoon.dctnet``, served over real HTTP."""
 
+import cv2
 import numpy as np
 
 from cartoon import images
@@ -7,7 +8,10 @@ from cartoon.pipeline import Options, Pipeline
 from cartoon.styles import StyleRegistry
 from deployments.settings import AppArgs
 from tests import photos
-from tests.integration.conftest import DCTNET_STYLE
+from tests.integration.conftest import DCTNET_FIXTURE, DCTNET_STYLE
+
+EXPECTED = DCTNET_FIXTURE.parent / "expected"
+INPUTS = DCTNET_FIXTURE.parent / "inputs"
 
 
 def test_converted_style_is_listed_with_source_and_licence(client):
@@ -16,6 +20,25 @@ def test_converted_style_is_listed_with_source_and_licence(client):
     assert styles[DCTNET_STYLE]["licence"] == "Apache License 2.0"
     assert styles[DCTNET_STYLE]["source"] == "tools/dctnet_fixture.py"
     assert styles[DCTNET_STYLE]["mode"] == "tf1" and styles["toon"]["mode"] == "native"
+    # The config says "auto": the imported style pins fp32, our own take the fast path.
+    assert styles[DCTNET_STYLE]["precision"] == "fp32" and styles["toon"]["precision"] == "auto"
+
+
+def test_served_dctnet_style_matches_tensorflow_by_default(client):
+    """The whole served graph with the config's default precision, against TensorFlow's own output.
+
+    A 64x80 picture with no face: no shrinking (short side under 720), no padding (both
+    sides multiples of 16), so the answer is the background generator's output alone.
+    """
+    picture = (INPUTS / "even16.png").read_bytes()
+    response = client.post("/dctnet/v1/cartoonize", params={"style": DCTNET_STYLE}, content=picture)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-faces"] == "0"
+    served = images.decode(response.content).rgb.astype(int)
+    tensorflow = cv2.cvtColor(cv2.imread(str(EXPECTED / "addv2_bg_even16.png")), cv2.COLOR_BGR2RGB).astype(int)
+    difference = np.abs(served - tensorflow)
+    assert served.shape == tensorflow.shape == (80, 64, 3)
+    assert difference.max() <= 1 and (difference == 0).mean() >= 0.99
 
 
 def test_served_dctnet_style_equals_in_process_pipeline(client, serve_config, dctnet_styles_dir):

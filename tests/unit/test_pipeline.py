@@ -1,8 +1,11 @@
+import io
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from benchmarks.inputs import ADOBE_RGB, icc_profile
 from cartoon import images
 from cartoon.pipeline import Options, stylize_job
 from tests import photos
@@ -99,3 +102,17 @@ def test_full_size_arrays_travel_apart_from_the_pieces(pipeline, astronaut):
     served = pipeline.composer.compose(stylized.with_full_size(full_size))
     in_one_piece = pipeline.composer.compose(stylize_job(job, pipeline.stylizer(None)))
     assert served.data == in_one_piece.data
+
+
+def test_decoding_notices_ride_the_job_to_the_result(pipeline, astronaut):
+    """What the served graph does with a job: split, stylize, put back, compose."""
+    frames = [Image.fromarray(astronaut[::4, ::4]), Image.new("RGB", (128, 128))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:],
+                   icc_profile=icc_profile(ADOBE_RGB))
+    job = pipeline.preparer.prepare(buffer.getvalue(), Options())
+    assert job.notices == (images.FIRST_FRAME, images.ICC_CONVERTED)
+    pieces, full_size = job.split_full_size()
+    served = pipeline.composer.compose(stylize_job(pieces, pipeline.stylizer(None)).with_full_size(full_size))
+    assert served.notices == job.notices
+    assert pipeline(astronaut).notices == ()
