@@ -187,14 +187,20 @@ def run(source: Location, target: Location, options: Options, settings: RaySetti
     ray.data.DataContext.get_current().enable_progress_bars = False
     started.append(time.perf_counter())
     waiting = {row["relative"] for row in rows}
+    missing = NO_RESULT
     with tqdm(total=len(rows), unit="img", dynamic_ncols=True) as bar:
-        if rows:
-            for outcome in dataset(rows, source, target, options, settings).iter_rows():
-                if outcome["relative"] in waiting:  # each photo once, whatever was retried
-                    waiting.discard(outcome["relative"])
-                    record(tally, bar, PurePosixPath(outcome["relative"]), outcome["error"] or None)
+        try:
+            if rows:
+                for outcome in dataset(rows, source, target, options, settings).iter_rows():
+                    if outcome["relative"] in waiting:  # each photo once, whatever was retried
+                        waiting.discard(outcome["relative"])
+                        record(tally, bar, PurePosixPath(outcome["relative"]), outcome["error"] or None)
+        # The run itself failed (retries used up, the cluster gone): what it did not
+        # finish is reported, photo by photo, like any other failure.
+        except Exception as exc:
+            missing = f"{NO_RESULT}: the run failed: {exc!r:.500}"
         for relative in sorted(waiting):
-            record(tally, bar, PurePosixPath(relative), NO_RESULT)
+            record(tally, bar, PurePosixPath(relative), missing)
 
 
 def main(args, options: Options, tally: Tally, started: list[float]) -> None:
