@@ -211,10 +211,11 @@ def main(args, options: Options, tally: Tally, started: list[float]) -> None:
         pipeline=PipelineSettings(tile=args.tile),
     )
     source, target = Location.parse(args.input_dir), Location.parse(args.output)
-    # A local Ray (no --address) needs no dashboard; a cluster keeps its own.
+    # Without --address a Ray of its own ("local"), never one that happens to run on this
+    # machine, and without a dashboard; a cluster keeps its own.
     local = {} if args.address else {"include_dashboard": False}
     try:
-        ray.init(address=args.address, log_to_driver=False, logging_level=logging.WARNING, **local)
+        ray.init(address=args.address or "local", log_to_driver=False, logging_level=logging.WARNING, **local)
     except ConnectionError as exc:
         raise UsageError(f"no Ray cluster at {args.address}: {exc}") from exc
     try:
