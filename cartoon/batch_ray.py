@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from cartoon.device import cap_memory, resolve_device
-from cartoon.errors import CartoonError, DeviceOutOfMemoryError, WeightsError
+from cartoon.errors import CartoonError, DeviceOutOfMemoryError, TooLargeForDeviceError, WeightsError
 from cartoon.folder import Location, Tally, UsageError, plan_location, record, report_ignored, write_atomic
 from cartoon.pipeline import Composer, Options, PipelineSettings, Preparer, stylize_jobs
 from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
@@ -71,7 +71,7 @@ def _failed(row: dict, error: str) -> dict:
 
 def _message(exc: Exception) -> str:
     """A photo's error as the in-process mode words it; any other exception is our bug."""
-    if isinstance(exc, CartoonError | DeviceOutOfMemoryError):
+    if isinstance(exc, CartoonError | DeviceOutOfMemoryError | TooLargeForDeviceError):
         return f"{exc.code}: {exc}"
     if isinstance(exc, OSError):
         return f"io: {exc}"

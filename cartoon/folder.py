@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,16 +30,14 @@ from tqdm import tqdm
 
 from cartoon.constants import UNET_STRIDE
 from cartoon.errors import CartoonError, WeightsError
+from cartoon.images import INPUT_SUFFIXES, SUFFIX_BY_FORMAT
 from cartoon.pipeline import Options, Pipeline, PipelineSettings
+from cartoon.retry import backoff_s
 from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-SUFFIX_BY_FORMAT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 RETRIED_STATUSES = {503, 504}
 MAX_ATTEMPTS = 8  # per photo: the first try and up to 7 retries
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 30.0
 API_KEY_VARIABLE = "CARTOON_API_KEY"
 LOCAL_FILESYSTEM = pafs.LocalFileSystem()
 
@@ -81,20 +78,6 @@ class Tally:
     failures: list[dict] = field(default_factory=list)
 
 
-def backoff_s(attempt: int, retry_after: float | None) -> float:
-    """Seconds to wait before retry number ``attempt + 1``.
-
-    Exponential from BACKOFF_BASE_S, capped at BACKOFF_CAP_S, with full jitter over its
-    upper half so that clients told to wait together do not come back together; never
-    less than the service's Retry-After.
-    """
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
-    delay = random.uniform(ceiling / 2, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after + random.uniform(0.0, BACKOFF_BASE_S))
-    return delay
-
-
 def select(relatives: Iterable[PurePath], format: str, overwrite: bool, exists: Callable[[PurePath], bool],
            tally: Tally) -> tuple[list[tuple[PurePath, PurePath]], int]:
     """The photos to do among files found under INPUT_DIR; counts existing outputs in ``tally.skipped``.
@@ -118,7 +101,7 @@ def select(relatives: Iterable[PurePath], format: str, overwrite: bool, exists: 
     for relative in relatives:
         if any(part.startswith(".") for part in relative.parts):
             continue
-        if relative.suffix.lower() not in IMAGE_SUFFIXES:
+        if relative.suffix.lower() not in INPUT_SUFFIXES:
             ignored += 1
             continue
         output = relative.with_suffix(suffix)
@@ -345,7 +328,7 @@ def record(tally: Tally, bar: tqdm, relative: PurePath, error: str | None = None
 
 def report_ignored(ignored: int) -> None:
     if ignored:
-        print(f"ignored {ignored} files without an image suffix ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        print(f"ignored {ignored} files without an image suffix ({', '.join(sorted(INPUT_SUFFIXES))})")
 
 
 async def _run(backend, tasks: list[Task], concurrency: int, tally: Tally, bar: tqdm) -> None:
