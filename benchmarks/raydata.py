@@ -1,6 +1,6 @@
 """``cartoonize-batch`` side by side: through the served graph (HTTP) and through Ray Data.
 
-    python -m benchmarks.raydata                  # CPU preset: 24 photos, 2 rounds, ~5 min on 2 cores
+    python -m benchmarks.raydata                  # CPU preset: 24 and 48 photos, 2 rounds, ~12 min on 2 cores
     python -m benchmarks.raydata --preset gpu     # one GPU node: configs/gpu.yaml against one GPU actor
 
 The same folder (the two real portraits at a 1024 px long side, in turn) goes through
@@ -11,11 +11,14 @@ both modes, each run as a user runs it, the console script in a child process:
 - ``ray``: ``cartoonize-batch --engine ray`` on a Ray of its own, which it starts (the
   Ray start-up, actor start-up and model loading are inside its wall time).
 
-Per mode and round it reports the command's wall time, its own images/s (first photo
-to last, after start-up), and the steady rate between the first and the last output
-file written ((n - 1) / their mtime span); the ratio ray / http of each; and how far
-apart the two modes' pictures are (largest channel difference over all photos).
-Rounds alternate the order of the modes.
+Each mode runs a folder of n photos and one of 2n. Reported per mode: the wall time
+of the 2n run, its own images/s (from its first photo on: Ray's actor start-up and
+model loading inside), and the marginal rate n / (wall(2n) - wall(n)), in which every
+fixed cost (Ray's start, the actors', the first batch) cancels: the rate a long run
+settles at. (The outputs' mtimes cannot give it: the Ray mode writes a batch's photos
+at once, after a start-up during which its CPU tasks ran ahead.) Then the ratios
+ray / http, and how far apart the two modes' pictures are (largest channel difference
+over all photos). Rounds alternate the order of the modes.
 """
 
 import argparse
@@ -66,16 +69,23 @@ def write_folder(folder: Path, count: int) -> None:
 
 
 def run_command(args: list[str], count: int) -> dict:
-    """Runs the console script; its wall time, own rate and the outputs' steady rate."""
+    """Runs the console script on ``count`` photos; its wall time and its own rate."""
     start = time.perf_counter()
     done = subprocess.run([COMMAND, *args], capture_output=True, text=True)
     wall_s = time.perf_counter() - start
     match = RATE.search(done.stdout)
     if done.returncode != 0 or not match or int(match.group(1)) != count:
         raise SystemExit(f"cartoonize-batch {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    output = Path(args[args.index("-o") + 1])
-    stamps = sorted(path.stat().st_mtime for path in output.rglob("*.png"))
-    return {"wall_s": wall_s, "own_rate": float(match.group(3)), "steady_rate": (len(stamps) - 1) / (stamps[-1] - stamps[0])}
+    return {"wall_s": wall_s, "own_rate": float(match.group(3))}
+
+
+def run_mode(work: Path, mode: str, flags: list[str], count: int, round_index: int) -> dict:
+    """The n and 2n runs of one mode; the 2n run's figures and the marginal rate."""
+    walls = {}
+    for size in (count, 2 * count):
+        result = run_command([str(work / f"in{size}"), "-o", str(work / f"{mode}{round_index}_{size}"), *flags], size)
+        walls[size] = result["wall_s"]
+    return {**result, "marginal_rate": count / (walls[2 * count] - walls[count])}
 
 
 def largest_difference(first: Path, second: Path) -> int:
@@ -91,7 +101,7 @@ def largest_difference(first: Path, second: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.raydata", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--photos", type=int, help="photos in the folder (preset: cpu 24, gpu 48)")
+    parser.add_argument("--photos", type=int, help="n: photos of the small folder, the large one has 2n (preset: cpu 24, gpu 48)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--output", help="results JSON (default benchmarks/results/raydata_PRESET.json)")
     args = parser.parse_args(argv)
@@ -102,36 +112,35 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="raydata-bench"))
     results: dict[str, list[dict]] = {mode: [] for mode in MODES}
     try:
-        write_folder(work / "in", count)
+        for size in (count, 2 * count):
+            write_folder(work / f"in{size}", size)
         for round_index in range(args.rounds):
             for mode in MODES if round_index % 2 == 0 else MODES[::-1]:
-                output = work / f"{mode}{round_index}"
-                flags = [str(work / "in"), "-o", str(output), *preset[mode]]
                 if mode == "http":
                     with common.served_graph(config) as url:
-                        result = run_command([*flags, "--url", url], count)
+                        result = run_mode(work, mode, [*preset[mode], "--url", url], count, round_index)
                 else:
-                    result = run_command([*flags, "--engine", "ray"], count)
+                    result = run_mode(work, mode, [*preset[mode], "--engine", "ray"], count, round_index)
                 results[mode].append(result)
-                print(f"round {round_index + 1} {mode}: {result['wall_s']:.1f} s wall, "
-                      f"{result['own_rate']:.2f} img/s own, {result['steady_rate']:.2f} img/s steady",
+                print(f"round {round_index + 1} {mode}: {2 * count} photos in {result['wall_s']:.1f} s wall, "
+                      f"{result['own_rate']:.2f} img/s own, {result['marginal_rate']:.2f} img/s marginal",
                       file=sys.stderr, flush=True)
-        difference = largest_difference(work / "http0", work / "ray0")
+        difference = largest_difference(work / f"http0_{2 * count}", work / f"ray0_{2 * count}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     def median(mode: str, key: str) -> float:
         return common.median([result[key] for result in results[mode]])
 
-    rows = [[mode, count, fmt(median(mode, "wall_s")), fmt(median(mode, "own_rate"), 2),
-             fmt(median(mode, "steady_rate"), 2),
-             " / ".join(fmt(result["steady_rate"], 2) for result in results[mode])] for mode in MODES]
-    rows.append(["ray / http", "", fmt(median("http", "wall_s") / median("ray", "wall_s"), 2) + "x faster",
+    rows = [[mode, 2 * count, fmt(median(mode, "wall_s")), fmt(median(mode, "own_rate"), 2),
+             fmt(median(mode, "marginal_rate"), 2),
+             " / ".join(fmt(result["marginal_rate"], 2) for result in results[mode])] for mode in MODES]
+    rows.append(["ray / http", "", fmt(median("ray", "wall_s") / median("http", "wall_s"), 2) + "x",
                  fmt(median("ray", "own_rate") / median("http", "own_rate"), 2) + "x",
-                 fmt(median("ray", "steady_rate") / median("http", "steady_rate"), 2) + "x", ""])
+                 fmt(median("ray", "marginal_rate") / median("http", "marginal_rate"), 2) + "x", ""])
     print(f"\n{description}; preset {args.preset}, {args.rounds} rounds (medians)\n")
     print(common.markdown_table(
-        ["mode", "photos", "wall s", "images/s (own)", "images/s (steady)", "steady, per round"], rows))
+        ["mode", "photos", "wall s (lower: faster)", "images/s (own)", "images/s (marginal)", "marginal, per round"], rows))
     print(f"\nlargest channel difference between the two modes' pictures: {difference}/255")
     common.write_json(common.output_path(args.output, f"raydata_{args.preset}.json"), {
         "machine": description, "preset": args.preset, "photos": count, "results": results,
