@@ -216,8 +216,11 @@ def main(args, options: Options, tally: Tally, started: list[float]) -> None:
     local = {} if args.address else {"include_dashboard": False}
     try:
         ray.init(address=args.address or "local", log_to_driver=False, logging_level=logging.WARNING, **local)
-    except ConnectionError as exc:
-        raise UsageError(f"no Ray cluster at {args.address}: {exc}") from exc
+    # No cluster at the address, or a local Ray that did not come up (Ray raises a bare
+    # Exception when its node times out starting): nothing can run, as with no service.
+    except Exception as exc:
+        where = f"at {args.address}" if args.address else "of its own on this machine"
+        raise UsageError(f"no Ray {where}: {exc}") from exc
     try:
         run(source, target, options, settings, args.overwrite, tally, started)
     finally:
