@@ -5,6 +5,7 @@ import time
 import pytest
 
 from cartoon.pipeline import Options
+from cartoon.styles import StyleRegistry
 from deployments.deadlines import DeadlineExceeded
 from deployments.face_aligner import FaceAligner
 from deployments.postprocessor import Postprocessor
@@ -14,7 +15,8 @@ from tests import photos
 
 @pytest.fixture(scope="module")
 def aligner():
-    return FaceAligner.func_or_class(AppArgs())
+    args = AppArgs()
+    return FaceAligner.func_or_class(args, StyleRegistry.from_directory(args.styles_dir))
 
 
 @pytest.fixture(scope="module")
