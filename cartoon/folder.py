@@ -1,7 +1,9 @@
 """``cartoonize-batch INPUT_DIR -o OUTPUT_DIR``: cartoonize every photo of a folder tree.
 
 Through the service (``--url``: one request per photo, several in flight, so the
-service batches them) or, without ``--url``, in this process with the same pipeline.
+service batches them), without ``--url`` in this process with the same pipeline, or
+with ``--engine ray`` through Ray Data on a Ray cluster (``cartoon.batch_ray``), where
+the folders may also be pyarrow filesystem URIs (s3://, gs://).
 The output tree mirrors the input tree and keeps each file's stem; each output is
 written to a temporary file and renamed, so an output that exists is complete, and a
 stopped run resumes where it stopped (existing outputs are skipped unless
@@ -17,15 +19,19 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
 import httpx
+import pyarrow as pa
+import pyarrow.fs as pafs
 from tqdm import tqdm
 
+from cartoon.constants import UNET_STRIDE
 from cartoon.errors import CartoonError, WeightsError
 from cartoon.images import INPUT_SUFFIXES, SUFFIX_BY_FORMAT
-from cartoon.pipeline import Options, Pipeline
+from cartoon.pipeline import Options, Pipeline, PipelineSettings
 from cartoon.retry import backoff_s
 from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry
 
@@ -33,6 +39,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 RETRIED_STATUSES = {503, 504}
 MAX_ATTEMPTS = 8  # per photo: the first try and up to 7 retries
 API_KEY_VARIABLE = "CARTOON_API_KEY"
+LOCAL_FILESYSTEM = pafs.LocalFileSystem()
 
 
 class UsageError(Exception):
@@ -71,48 +78,142 @@ class Tally:
     failures: list[dict] = field(default_factory=list)
 
 
+def select(relatives: Iterable[PurePath], format: str, overwrite: bool, exists: Callable[[PurePath], bool],
+           tally: Tally) -> tuple[list[tuple[PurePath, PurePath]], int]:
+    """The photos to do among files found under INPUT_DIR; counts existing outputs in ``tally.skipped``.
+
+    Hidden files and folders are left out; two photos that would share an output name
+    (``x.jpg`` and ``x.png``) give the second one a failure in ``tally``.
+
+    Args:
+        relatives: every file's path relative to INPUT_DIR, in path order.
+        format: the output format, which names the output suffix.
+        overwrite: redo photos whose output exists.
+        exists: whether an output exists, given its path relative to OUTPUT_DIR.
+        tally: receives the skipped photos and the name clashes.
+
+    Returns:
+        (input, output) paths relative to INPUT_DIR and OUTPUT_DIR, and how many files
+        were ignored for not having an image suffix.
+    """
+    suffix = SUFFIX_BY_FORMAT[format]
+    chosen, ignored, owners = [], 0, {}
+    for relative in relatives:
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if relative.suffix.lower() not in INPUT_SUFFIXES:
+            ignored += 1
+            continue
+        output = relative.with_suffix(suffix)
+        if output in owners:
+            tally.failures.append({
+                "input": str(relative), "status": None,
+                "error": f"its output {output.name} is already the output of {owners[output]}",
+            })
+            continue
+        owners[output] = relative
+        if not overwrite and exists(output):
+            tally.skipped += 1
+            continue
+        chosen.append((relative, output))
+    return chosen, ignored
+
+
 def plan(input_dir: Path, output_dir: Path, format: str, overwrite: bool, tally: Tally) -> tuple[list[Task], int]:
-    """The photos to do, in path order; counts existing outputs in ``tally.skipped``.
+    """The photos of a local folder to do, in path order (``select``).
 
     Returns:
         The tasks, and how many files were ignored for not having an image suffix.
     """
-    suffix = SUFFIX_BY_FORMAT[format]
     output_dir = output_dir.resolve()
-    tasks, ignored, owners = [], 0, {}
-    for source in sorted(input_dir.rglob("*")):
-        if not source.is_file() or source.resolve().is_relative_to(output_dir):
-            continue
-        relative = source.relative_to(input_dir)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        if source.suffix.lower() not in INPUT_SUFFIXES:
-            ignored += 1
-            continue
-        target = output_dir / relative.with_suffix(suffix)
-        if target in owners:
-            tally.failures.append({
-                "input": str(relative), "status": None,
-                "error": f"its output {target.name} is already the output of {owners[target]}",
-            })
-            continue
-        owners[target] = relative
-        if target.exists() and not overwrite:
-            tally.skipped += 1
-            continue
-        tasks.append(Task(source, relative, target))
-    return tasks, ignored
+    relatives = [
+        source.relative_to(input_dir) for source in sorted(input_dir.rglob("*"))
+        if source.is_file() and not source.resolve().is_relative_to(output_dir)
+    ]
+    chosen, ignored = select(relatives, format, overwrite, lambda output: (output_dir / output).exists(), tally)
+    return [Task(input_dir / relative, relative, output_dir / output) for relative, output in chosen], ignored
 
 
-def write_atomic(target: Path, data: bytes) -> None:
-    """Writes a temporary file beside ``target``, then renames it over ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.partial")
+@dataclass(frozen=True)
+class Location:
+    """A folder on a pyarrow filesystem: a local path, or a URI such as ``s3://bucket/photos``."""
+
+    filesystem: pafs.FileSystem
+    path: str  # on ``filesystem``, without a trailing slash; "" is its root
+
+    @classmethod
+    def parse(cls, text: str) -> "Location":
+        """A local path (relative ones from the working directory) or any URI pyarrow knows.
+
+        Raises:
+            UsageError: pyarrow does not know the URI's scheme, or it is malformed.
+        """
+        if "://" not in text:
+            return cls(LOCAL_FILESYSTEM, os.path.abspath(text))
+        try:
+            filesystem, path = pafs.FileSystem.from_uri(text)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+            raise UsageError(f"{text}: {exc}") from exc
+        return cls(filesystem, path.rstrip("/"))
+
+    def join(self, relative: PurePath) -> str:
+        return f"{self.path}/{relative.as_posix()}" if self.path else relative.as_posix()
+
+    def files(self) -> list[PurePosixPath]:
+        """Every file under the folder, relative to it, in path order; none if it does not exist."""
+        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
+        root = PurePosixPath(self.path)
+        return sorted(
+            PurePosixPath(info.path).relative_to(root) if self.path else PurePosixPath(info.path)
+            for info in self.filesystem.get_file_info(selector) if info.type == pafs.FileType.File
+        )
+
+    def contains(self, other: "Location") -> bool:
+        """Whether ``other`` is this folder or inside it, on the same filesystem."""
+        if not self.filesystem.equals(other.filesystem):
+            return False
+        return not self.path or PurePosixPath(other.path).is_relative_to(self.path)
+
+
+def plan_location(source: Location, target: Location, format: str, overwrite: bool,
+                  tally: Tally) -> tuple[list[tuple[PurePosixPath, PurePosixPath]], int]:
+    """The photos under ``source`` to do, in path order (``select``): local or remote folders alike.
+
+    The output folder is listed once, not asked about file by file: on object stores a
+    question costs a request.
+
+    Raises:
+        UsageError: ``source`` is not a folder.
+    """
+    if source.path and source.filesystem.get_file_info(source.path).type != pafs.FileType.Directory:
+        raise UsageError(f"INPUT_DIR {source.path} is not a folder")
+    relatives = source.files()
+    if source.contains(target):
+        inner = PurePosixPath(target.path)
+        inner = inner.relative_to(source.path) if source.path else inner
+        relatives = [relative for relative in relatives if not relative.is_relative_to(inner)]
+    existing = set(target.files()) if not overwrite else set()
+    return select(relatives, format, overwrite, existing.__contains__, tally)
+
+
+def write_atomic(filesystem: pafs.FileSystem, target: str, data: bytes) -> None:
+    """Writes a temporary file beside ``target``, then renames it over ``target``.
+
+    The temporary name is hidden (``select`` leaves it out) and names the process, so
+    a retried writer in another process never writes into the same temporary.
+    """
+    parent, _, name = target.rpartition("/")
+    if parent:
+        filesystem.create_dir(parent, recursive=True)
+    temporary = f"{parent}/.{name}.{os.getpid()}.partial" if parent else f".{name}.{os.getpid()}.partial"
     try:
-        temporary.write_bytes(data)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+        with filesystem.open_output_stream(temporary) as stream:
+            stream.write(data)
+        filesystem.move(temporary, target)
+    except BaseException:
+        if filesystem.get_file_info(temporary).type != pafs.FileType.NotFound:
+            filesystem.delete_file(temporary)
+        raise
 
 
 class ServiceBackend:
@@ -214,6 +315,22 @@ async def _with_retries(backend, data: bytes, tally: Tally) -> bytes:
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def record(tally: Tally, bar: tqdm, relative: PurePath, error: str | None = None, status: int | None = None) -> None:
+    """Counts one finished photo, done or failed (with its error and HTTP status), on the bar too."""
+    if error is None:
+        tally.done += 1
+    else:
+        tally.failures.append({"input": str(relative), "status": status, "error": error})
+        bar.write(f"failed: {relative}: {error}")
+    bar.update(1)
+    bar.set_postfix(done=tally.done, failed=len(tally.failures), refresh=False)
+
+
+def report_ignored(ignored: int) -> None:
+    if ignored:
+        print(f"ignored {ignored} files without an image suffix ({', '.join(sorted(INPUT_SUFFIXES))})")
+
+
 async def _run(backend, tasks: list[Task], concurrency: int, tally: Tally, bar: tqdm) -> None:
     queue: asyncio.Queue[Task] = asyncio.Queue()
     for task in tasks:
@@ -225,15 +342,10 @@ async def _run(backend, tasks: list[Task], concurrency: int, tally: Tally, bar: 
             try:
                 data = await asyncio.to_thread(task.source.read_bytes)
                 output = await _with_retries(backend, data, tally)
-                await asyncio.to_thread(write_atomic, task.target, output)
-                tally.done += 1
+                await asyncio.to_thread(write_atomic, LOCAL_FILESYSTEM, str(task.target), output)
+                record(tally, bar, task.relative)
             except (Failure, OSError) as exc:
-                tally.failures.append({
-                    "input": str(task.relative), "status": getattr(exc, "status", None), "error": str(exc),
-                })
-                bar.write(f"failed: {task.relative}: {exc}")
-            bar.update(1)
-            bar.set_postfix(done=tally.done, failed=len(tally.failures), refresh=False)
+                record(tally, bar, task.relative, str(exc), getattr(exc, "status", None))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -255,9 +367,8 @@ async def _main(args: argparse.Namespace, options: Options, tally: Tally, starte
                 if not failure.retryable or attempt == MAX_ATTEMPTS - 1:
                     raise UsageError(f"the service cannot be used: {failure}") from failure
                 await asyncio.sleep(backoff_s(attempt, failure.retry_after))
-        tasks, ignored = plan(args.input_dir, args.output, options.format, args.overwrite, tally)
-        if ignored:
-            print(f"ignored {ignored} files without an image suffix ({', '.join(sorted(INPUT_SUFFIXES))})")
+        tasks, ignored = plan(Path(args.input_dir), Path(args.output), options.format, args.overwrite, tally)
+        report_ignored(ignored)
         started.append(time.perf_counter())
         with tqdm(total=len(tasks), unit="img", dynamic_ncols=True) as bar:
             await _run(backend, tasks, args.concurrency, tally, bar)
@@ -272,9 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Exit codes: 0 all done, 1 some failed, 2 usage error, 130 interrupted. "
                f"A service that requires an API key gets it from ${API_KEY_VARIABLE}.",
     )
-    parser.add_argument("input_dir", metavar="INPUT_DIR", type=Path, help="folder of photos (searched recursively)")
-    parser.add_argument("-o", "--output", metavar="OUTPUT_DIR", type=Path, required=True,
-                        help="where the cartoons go, same tree and stems")
+    parser.add_argument("input_dir", metavar="INPUT_DIR",
+                        help="folder of photos (searched recursively); with --engine ray also a URI (s3://, gs://, file://)")
+    parser.add_argument("-o", "--output", metavar="OUTPUT_DIR", required=True,
+                        help="where the cartoons go, same tree and stems; with --engine ray also a URI")
+    parser.add_argument("--engine", choices=("http", "ray"), default="http",
+                        help="http (default): through the service at --url, or in this process without it; "
+                             "ray: Ray Data on a Ray cluster")
     parser.add_argument("--url", help="the service, e.g. http://127.0.0.1:8000; without it: in this process")
     parser.add_argument("--style", help="style name (default: the service's default)")
     parser.add_argument("--strength", type=float, default=1.0, help="0 = the photo, 1 = full cartoon (default 1)")
@@ -283,12 +398,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=4, help="photos in flight at once (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="redo photos whose output exists")
     parser.add_argument("--report", type=Path, help="write the failures to this JSON file")
+    ray = parser.add_argument_group("--engine ray")
+    ray.add_argument("--address", help="the Ray cluster (auto: the one this machine belongs to); "
+                                       "without it: a Ray of this machine's own, started and stopped here")
+    ray.add_argument("--unet-actors", type=int, default=1, help="UNet actors in the pool (default 1)")
+    ray.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per UNet actor (default 0: CPU)")
+    ray.add_argument("--cpus-per-actor", type=float, default=1.0,
+                     help="logical CPUs per UNet actor, its torch threads on a CPU (default 1)")
+    ray.add_argument("--cpus-per-task", type=float, default=1.0,
+                     help="logical CPUs per decode/align or compose/encode task (default 1)")
+    ray.add_argument("--batch-size", type=int, default=4,
+                     help="photos per UNet actor call; their pieces form its batches (default 4)")
+    ray.add_argument("--tile", type=int, default=0,
+                     help="background tile side, as the served tile knob (0: whole background; 384 on a GPU)")
     return parser
 
 
 def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Options:
-    if not args.input_dir.is_dir():
+    if args.engine == "http" and not Path(args.input_dir).is_dir():
         parser.error(f"INPUT_DIR {args.input_dir} is not a folder")
+    if args.engine == "ray" and args.url:
+        parser.error("--url is for --engine http; --engine ray runs on the Ray cluster of --address")
+    if min(args.unet_actors, args.batch_size) < 1 or args.cpus_per_task <= 0 or min(args.cpus_per_actor, args.gpus_per_actor) < 0:
+        parser.error("--unet-actors and --batch-size must be at least 1, --cpus-per-task above 0, "
+                     "--cpus-per-actor and --gpus-per-actor at least 0")
+    if args.tile and (args.tile % UNET_STRIDE or args.tile <= 2 * PipelineSettings.halo):
+        parser.error(f"--tile must be 0 or a multiple of {UNET_STRIDE} above {2 * PipelineSettings.halo}")
     if not 0.0 <= args.strength <= 1.0:
         parser.error("--strength must be within 0..1")
     if args.max_side is not None and args.max_side < 16:
@@ -325,7 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     options = _options(parser, args)
     tally, started = Tally(), []
     try:
-        asyncio.run(_main(args, options, tally, started))
+        if args.engine == "ray":
+            from cartoon import batch_ray  # Ray only for this engine: the HTTP mode starts without it
+
+            batch_ray.main(args, options, tally, started)
+        else:
+            asyncio.run(_main(args, options, tally, started))
     except UsageError as exc:
         print(f"cartoonize-batch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

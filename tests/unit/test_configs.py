@@ -8,11 +8,14 @@ import yaml
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import DeploymentSchema, ServeDeploySchema
 
+from cartoon import folder
 from deployments.settings import AppArgs, BatchingConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG_FILES = sorted([*ROOT.glob("*.yaml"), *(ROOT / "configs").glob("*.yaml")])
 RAYSERVICE = ROOT / "configs" / "rayservice.yaml"
+RAYJOB = ROOT / "configs" / "rayjob.yaml"
+# The Serve configs; the RayJob runs cartoonize-batch, not Serve.
+CONFIG_FILES = sorted(path for path in [*ROOT.glob("*.yaml"), *(ROOT / "configs").glob("*.yaml")] if path != RAYJOB)
 CPU_STAGES = ("Ingress", "FaceAligner", "Postprocessor")
 
 
@@ -159,3 +162,21 @@ def test_rayservice_lets_only_the_serve_port_in_from_outside_the_ray_cluster(ray
     assert not {6379, 10001} & set(others), "the GCS or Ray Client reachable from outside"
     (head,) = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"]
     assert 10001 not in [port["containerPort"] for port in head["ports"]]
+
+
+def test_rayjob_runs_a_valid_ray_engine_command_on_the_services_image_with_a_gpu_per_actor(rayservice):
+    rayjob = documents(RAYJOB)["RayJob"]
+    assert rayjob["apiVersion"] == "ray.io/v1"
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    assert cluster["rayVersion"] == ray.__version__
+    command, *argv = rayjob["spec"]["entrypoint"].split()
+    assert command == "cartoonize-batch"
+    args = folder.build_parser().parse_args(argv)
+    assert (args.engine, args.address) == ("ray", "auto")
+    pods = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    (service_head,) = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert {container["image"] for pod in pods for container in pod["template"]["spec"]["containers"]} == {
+        service_head["image"]
+    }
+    gpus = sum(group["maxReplicas"] * int(limits(group).get("nvidia.com/gpu", 0)) for group in cluster["workerGroupSpecs"])
+    assert args.unet_actors * args.gpus_per_actor <= gpus, "UNet actors that no GPU pod can hold"

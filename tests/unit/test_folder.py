@@ -2,6 +2,9 @@
 
 import json
 
+import pyarrow.fs as pafs
+import pytest
+
 from cartoon import folder, images, retry
 from tests import photos
 
@@ -59,3 +62,43 @@ def test_in_process_run_without_url(tmp_path, capsys):
     assert summary["failures"][0]["input"] == "broken.png"
     assert "corrupt_image" in summary["failures"][0]["error"]
     assert "done 1, skipped 0, failed 1" in capsys.readouterr().out
+
+
+def test_plan_location_lists_a_subtree_filesystem_and_the_output_folder_once(tmp_path):
+    """The Ray engine's planning: the same choices as ``plan`` through pyarrow, on a
+    SubTreeFileSystem (as an s3:// bucket would be seen) and from a file:// URI."""
+    for name in ("a/x.jpg", "a/x.png", "b/y.JPG", "b/z.webp", ".cache/w.jpg", "readme.txt", "out/old.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "out" / "b").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "out" / "b" / "y.png").write_bytes(b"done before")
+    subtree = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    tally = folder.Tally()
+
+    planned, ignored = folder.plan_location(folder.Location(subtree, ""), folder.Location(subtree, "out"),
+                                            "png", overwrite=False, tally=tally)
+
+    assert [(str(relative), str(output)) for relative, output in planned] == [("a/x.jpg", "a/x.png"), ("b/z.webp", "b/z.png")]
+    assert (ignored, tally.skipped) == (1, 1)
+    assert [failure["input"] for failure in tally.failures] == ["a/x.png"]
+    from_uri, _ = folder.plan_location(folder.Location.parse(tmp_path.as_uri()), folder.Location.parse(str(tmp_path / "out")),
+                                       "png", overwrite=True, tally=folder.Tally())
+    assert [str(relative) for relative, _ in from_uri] == ["a/x.jpg", "b/y.JPG", "b/z.webp"]
+
+
+def test_plan_location_refuses_a_missing_folder_and_an_unknown_scheme(tmp_path):
+    with pytest.raises(folder.UsageError, match="is not a folder"):
+        folder.plan_location(folder.Location.parse(str(tmp_path / "nowhere")), folder.Location.parse(str(tmp_path)),
+                             "png", overwrite=False, tally=folder.Tally())
+    with pytest.raises(folder.UsageError):
+        folder.Location.parse("nosuchscheme://bucket/photos")
+
+
+def test_write_atomic_leaves_no_temporary_when_the_rename_fails(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "inside").write_bytes(b"")
+    with pytest.raises(OSError):
+        folder.write_atomic(pafs.LocalFileSystem(), str(tmp_path / "taken"), b"data")  # a folder is in the way
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["taken"]
+    folder.write_atomic(pafs.LocalFileSystem(), str(tmp_path / "new" / "x.png"), b"data")
+    assert [path.name for path in (tmp_path / "new").iterdir()] == ["x.png"]

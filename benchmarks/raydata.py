@@ -1,0 +1,153 @@
+"""``cartoonize-batch`` side by side: through the served graph (HTTP) and through Ray Data.
+
+    python -m benchmarks.raydata                  # CPU preset: 24 and 48 photos, 2 rounds, ~12 min on 2 cores
+    python -m benchmarks.raydata --preset gpu     # one GPU node: configs/gpu.yaml against one GPU actor
+
+The same folder (the two real portraits at a 1024 px long side, in turn) goes through
+both modes, each run as a user runs it, the console script in a child process:
+
+- ``http``: ``cartoonize-batch --url`` against the preset's Serve config deployed in this
+  process (warm: every deployment ready before the clock starts);
+- ``ray``: ``cartoonize-batch --engine ray`` on a Ray of its own, which it starts (the
+  Ray start-up, actor start-up and model loading are inside its wall time).
+
+Each mode runs a folder of n photos and one of 2n. Reported per mode: the wall time
+of the 2n run, its own images/s (from its first photo on: Ray's actor start-up and
+model loading inside), and the marginal rate n / (wall(2n) - wall(n)), in which every
+fixed cost (Ray's start, the actors', the first batch) cancels: the rate a long run
+settles at. (The outputs' mtimes cannot give it: the Ray mode writes a batch's photos
+at once, after a start-up during which its CPU tasks ran ahead.) Then the ratios
+ray / http, and how far apart the two modes' pictures are (largest channel difference
+over all photos). Rounds alternate the order of the modes.
+"""
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import common
+from benchmarks.common import fmt
+from cartoon import images
+
+COMMAND = str(Path(sys.executable).with_name("cartoonize-batch"))
+MODES = ("http", "ray")
+PRESETS = {
+    # serve_config.yaml's layout mirrored: two UNet actors of 0.75 CPU (one torch thread
+    # each), the CPU stages in the quarter CPUs left.
+    "cpu": {
+        "serve_config": common.SERVE_CONFIG,
+        "photos": 24,
+        "http": ["--concurrency", "8"],
+        "ray": ["--unet-actors", "2", "--cpus-per-actor", "0.75", "--cpus-per-task", "0.25", "--batch-size", "4"],
+    },
+    # configs/gpu.yaml's layout mirrored: one UNet actor holding the GPU, 384 px tiles,
+    # one CPU per CPU task.
+    "gpu": {
+        "serve_config": common.ROOT / "configs" / "gpu.yaml",
+        "photos": 48,
+        "http": ["--concurrency", "32"],
+        "ray": ["--unet-actors", "1", "--gpus-per-actor", "1", "--cpus-per-actor", "1", "--cpus-per-task", "1",
+                "--batch-size", "16", "--tile", "384"],
+    },
+}
+RATE = re.compile(r"done (\d+), skipped \d+, failed (\d+); ([\d.]+) images/s")
+
+
+def write_folder(folder: Path, count: int) -> None:
+    portraits = common.portraits([1024])
+    for index in range(count):
+        path = folder / f"part{index % 2}" / f"photo{index:03d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(portraits[index % len(portraits)].data)
+
+
+def run_command(args: list[str], count: int) -> dict:
+    """Runs the console script on ``count`` photos; its wall time and its own rate."""
+    start = time.perf_counter()
+    done = subprocess.run([COMMAND, *args], capture_output=True, text=True)
+    wall_s = time.perf_counter() - start
+    match = RATE.search(done.stdout)
+    if done.returncode != 0 or not match or int(match.group(1)) != count:
+        raise SystemExit(f"cartoonize-batch {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return {"wall_s": wall_s, "own_rate": float(match.group(3))}
+
+
+def run_mode(work: Path, mode: str, flags: list[str], count: int, round_index: int) -> dict:
+    """The n and 2n runs of one mode; the 2n run's figures and the marginal rate."""
+    walls = {}
+    for size in (count, 2 * count):
+        result = run_command([str(work / f"in{size}"), "-o", str(work / f"{mode}{round_index}_{size}"), *flags], size)
+        walls[size] = result["wall_s"]
+    return {**result, "marginal_rate": count / (walls[2 * count] - walls[count])}
+
+
+def largest_difference(first: Path, second: Path) -> int:
+    """The largest channel difference between same-named pictures of two output trees."""
+    largest = 0
+    for path in sorted(first.rglob("*.png")):
+        a = images.decode(path.read_bytes()).rgb.astype(int)
+        b = images.decode((second / path.relative_to(first)).read_bytes()).rgb.astype(int)
+        largest = max(largest, int(np.abs(a - b).max()))
+    return largest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.raydata", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--photos", type=int, help="n: photos of the small folder, the large one has 2n (preset: cpu 24, gpu 48)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--output", help="results JSON (default benchmarks/results/raydata_PRESET.json)")
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    count = args.photos or preset["photos"]
+    config = common.load_serve_config(preset["serve_config"])
+    description = common.machine_description()
+    work = Path(tempfile.mkdtemp(prefix="raydata-bench"))
+    results: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    try:
+        for size in (count, 2 * count):
+            write_folder(work / f"in{size}", size)
+        for round_index in range(args.rounds):
+            for mode in MODES if round_index % 2 == 0 else MODES[::-1]:
+                if mode == "http":
+                    with common.served_graph(config) as url:
+                        result = run_mode(work, mode, [*preset[mode], "--url", url], count, round_index)
+                else:
+                    result = run_mode(work, mode, [*preset[mode], "--engine", "ray"], count, round_index)
+                results[mode].append(result)
+                print(f"round {round_index + 1} {mode}: {2 * count} photos in {result['wall_s']:.1f} s wall, "
+                      f"{result['own_rate']:.2f} img/s own, {result['marginal_rate']:.2f} img/s marginal",
+                      file=sys.stderr, flush=True)
+        difference = largest_difference(work / f"http0_{2 * count}", work / f"ray0_{2 * count}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def median(mode: str, key: str) -> float:
+        return common.median([result[key] for result in results[mode]])
+
+    rows = [[mode, 2 * count, fmt(median(mode, "wall_s")), fmt(median(mode, "own_rate"), 2),
+             fmt(median(mode, "marginal_rate"), 2),
+             " / ".join(fmt(result["marginal_rate"], 2) for result in results[mode])] for mode in MODES]
+    rows.append(["ray / http", "", fmt(median("ray", "wall_s") / median("http", "wall_s"), 2) + "x",
+                 fmt(median("ray", "own_rate") / median("http", "own_rate"), 2) + "x",
+                 fmt(median("ray", "marginal_rate") / median("http", "marginal_rate"), 2) + "x", ""])
+    print(f"\n{description}; preset {args.preset}, {args.rounds} rounds (medians)\n")
+    print(common.markdown_table(
+        ["mode", "photos", "wall s (lower: faster)", "images/s (own)", "images/s (marginal)", "marginal, per round"], rows))
+    print(f"\nlargest channel difference between the two modes' pictures: {difference}/255")
+    common.write_json(common.output_path(args.output, f"raydata_{args.preset}.json"), {
+        "machine": description, "preset": args.preset, "photos": count, "results": results,
+        "largest_difference": difference,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
