@@ -9,7 +9,7 @@ allocations count. ``tests/unit/test_hostile_inputs.py`` runs the same probes on
 smaller config and asserts the bounds; this prints them at the config's own size.
 
 Usage:
-    python -m benchmarks.inputs [--max-pixels 40000000]
+    python -m benchmarks.inputs [--max-pixels 40000000] [--only NAME ...]
 """
 
 import argparse
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cartoon.compose import DEFAULT_MAX_OUTPUT_PIXELS
 from cartoon.errors import CartoonError
 from cartoon.images import MAX_OUTPUT_SIDE, encode
 
@@ -170,9 +171,9 @@ def _strip(height: int, max_pixels: int) -> tuple[bytes, int]:
 
 
 def _too_wide(format: str, max_pixels: int) -> tuple[bytes, int]:
-    """A PNG one notch wider than ``format`` holds, as tall as ``max_pixels`` allows."""
+    """A PNG one notch wider than ``format`` holds, as tall as ``max_pixels`` allows and not shrunk."""
     width = MAX_OUTPUT_SIDE[format] + 100
-    height = max(1, max_pixels // width)
+    height = max(1, min(max_pixels, DEFAULT_MAX_OUTPUT_PIXELS) // width)
     return _save(Image.new("RGB", (width, height), (30, 160, 90)), "PNG"), width * height
 
 
@@ -294,6 +295,7 @@ def _outcome_text(outcome: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="the config's max_pixels")
+    parser.add_argument("--only", action="append", choices=list(HOSTILE), help="these inputs only (repeatable)")
     parser.add_argument("--probe", choices=["decode", "prepare", "request"], help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--settings", default="{}", help=argparse.SUPPRESS)
@@ -309,7 +311,7 @@ def main() -> None:
     print(machine_description())
     settings = {"max_pixels": args.max_pixels, "device": "cpu"}
     rows = []
-    for name in HOSTILE:
+    for name in args.only or HOSTILE:
         hostile_input = hostile(name, args.max_pixels)
         decode_peak, decoded = measure("decode", hostile_input.data, settings)
         request_peak, served = measure("request", hostile_input.data, settings, hostile_input.options)

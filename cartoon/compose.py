@@ -7,6 +7,8 @@ import numpy as np
 
 from cartoon.align import elliptical_mask, paste_back
 
+DEFAULT_MAX_OUTPUT_PIXELS = 24_000_000
+
 
 def output_size(
     height: int, width: int, max_side: int | None, max_pixels: int | None = None

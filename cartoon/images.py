@@ -245,8 +245,8 @@ def _srgb_transform(image: Image.Image, has_alpha: bool) -> tuple[ImageCms.Image
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if "sRGB" in ImageCms.getProfileDescription(profile):
             return None, None
-        space, base = profile.profile.xcolor_space.strip(), Image.getmodebase(image.mode)
-        if space == "RGB" and base == "RGB":
+        space = profile.profile.xcolor_space.strip()
+        if space == "RGB" and image.mode in ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA"):
             input_mode = output_mode
         elif space == "CMYK" and image.mode == "CMYK" or space == "GRAY" and image.mode == "L":
             input_mode = image.mode

@@ -14,7 +14,7 @@ import numpy as np
 from cartoon import images
 from cartoon.align import similarity_transform, warp_crop
 from cartoon.background import TilePlan, shrink, split, stitch
-from cartoon.compose import compose, output_size, resize_to, scale_transform
+from cartoon.compose import DEFAULT_MAX_OUTPUT_PIXELS, compose, output_size, resize_to, scale_transform
 from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
 from cartoon.errors import TooManyPiecesError
 from cartoon.faces import DetectorConfig, FaceDetector
@@ -42,7 +42,7 @@ class PipelineSettings:
     halo: int = 64  # overlap of neighbouring tiles, >= the UNet's receptive radius
     max_pixels: int = images.DEFAULT_MAX_PIXELS  # refused above this, read from the header
     background_pixels: int = 2_000_000  # background area cap, whatever the aspect ratio
-    max_output_pixels: int = 24_000_000  # the output is shrunk to at most this many pixels
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS  # the output is shrunk to at most this many pixels
     max_pieces: int = 64  # background pieces per image; refused (422) above
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     precision: str = "auto"  # cartoon.inference.choose_mode: fp32 is the reference

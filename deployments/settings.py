@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from cartoon.faces import DetectorConfig
+from cartoon.compose import DEFAULT_MAX_OUTPUT_PIXELS
 from cartoon.constants import UNET_STRIDE
 from cartoon.errors import WeightsError
 from cartoon.images import DEFAULT_MAX_PIXELS
@@ -58,7 +59,7 @@ class AppArgs(BaseModel):
         2_000_000, ge=1, description="background area cap after shrinking, whatever the aspect ratio"
     )
     max_output_pixels: int = Field(
-        24_000_000, ge=1, description="the output is shrunk (aspect kept) to at most this many pixels"
+        DEFAULT_MAX_OUTPUT_PIXELS, ge=1, description="the output is shrunk (aspect kept) to at most this many pixels"
     )
     max_pieces: int = Field(64, ge=1, description="background pieces per image; 422 above")
     max_batch_items: int = Field(32, ge=1, description="images in one /v1/cartoonize/batch request")

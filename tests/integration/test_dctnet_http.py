@@ -27,7 +27,7 @@ def test_converted_style_is_listed_with_source_and_licence(client):
 def test_served_dctnet_style_matches_tensorflow_by_default(client):
     """The whole served graph with the config's default precision, against TensorFlow's own output.
 
-    A 64x80 picture with no face: no shrinking (short side under 720), no padding (both
+    An 80x64 picture with no face: no shrinking (short side under 720), no padding (both
     sides multiples of 16), so the answer is the background generator's output alone.
     """
     picture = (INPUTS / "even16.png").read_bytes()
@@ -37,7 +37,7 @@ def test_served_dctnet_style_matches_tensorflow_by_default(client):
     served = images.decode(response.content).rgb.astype(int)
     tensorflow = cv2.cvtColor(cv2.imread(str(EXPECTED / "addv2_bg_even16.png")), cv2.COLOR_BGR2RGB).astype(int)
     difference = np.abs(served - tensorflow)
-    assert served.shape == tensorflow.shape == (80, 64, 3)
+    assert served.shape == tensorflow.shape == (64, 80, 3)
     assert difference.max() <= 1 and (difference == 0).mean() >= 0.99
 
 

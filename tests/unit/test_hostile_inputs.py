@@ -183,6 +183,16 @@ def test_an_unreadable_or_mismatched_profile_is_ignored_and_said_so(astronaut):
     assert mismatched.notices == (images.ICC_IGNORED,) and np.array_equal(mismatched.rgb[..., 1], grey)
 
 
+def test_a_palette_picture_with_a_profile_is_converted(astronaut):
+    picture = Image.fromarray(astronaut[::8, ::8]).convert("P", palette=Image.Palette.ADAPTIVE)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", icc_profile=icc_profile(DISPLAY_P3))
+    decoded = images.decode(buffer.getvalue())
+    assert decoded.notices == (images.ICC_CONVERTED,)
+    expected = reference_srgb(np.asarray(picture.convert("RGB")), DISPLAY_P3)
+    assert np.abs(decoded.rgb - expected).max() <= 1
+
+
 def test_a_grey_profile_and_a_transparent_picture_are_converted_too():
     linear_grey = images.decode(tagged(np.full((4, 4), 128, np.uint8), gray_profile("linear", 1.0), mode="L"))
     assert linear_grey.notices == (images.ICC_CONVERTED,) and (linear_grey.rgb == 188).all()
