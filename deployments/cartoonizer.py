@@ -20,6 +20,7 @@ from cartoon.pipeline import Job
 from cartoon.styles import StyleRegistry, Stylizer
 from deployments import deadlines, metrics
 from deployments.batching import BatchWaitTuner, LaunchCounter
+from deployments.priority import lower_priority
 from deployments.settings import AppArgs, BatchingConfig
 from deployments.simulated import SimulatedStylizer
 
@@ -52,6 +53,7 @@ class Cartoonizer:
     """
 
     def __init__(self, args: AppArgs, registry: StyleRegistry):
+        lower_priority(args.stage_niceness)
         # Counted machine-wide: the replicas on one machine share its cores.
         self.images_in_flight = ImagesInFlight()
         self.registry = registry

@@ -5,12 +5,14 @@ from ray import serve
 from cartoon.pipeline import Job, Options, Preparer
 from cartoon.styles import StyleRegistry
 from deployments import deadlines, metrics
+from deployments.priority import lower_priority
 from deployments.settings import AppArgs
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
 class FaceAligner:
     def __init__(self, args: AppArgs, registry: StyleRegistry):
+        lower_priority(args.stage_niceness)
         self.preparer = Preparer(args.pipeline_settings(), registry)
 
     def prepare(self, data: bytes, options: Options, deadline: float = 0.0) -> Job:

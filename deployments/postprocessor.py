@@ -4,11 +4,13 @@ from ray import serve
 
 from cartoon.pipeline import Composer, FullSize, Job, Result
 from deployments import deadlines, metrics
+from deployments.priority import lower_priority
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
 class Postprocessor:
-    def __init__(self):
+    def __init__(self, niceness: int = 0):
+        lower_priority(niceness)
         self.composer = Composer()
 
     def compose(self, job: Job, full_size: FullSize) -> Result:

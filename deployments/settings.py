@@ -74,6 +74,11 @@ class AppArgs(BaseModel):
     replica_retries: int = Field(
         2, ge=0, description="times a request whose replica died is sent again, within its deadline"
     )
+    stage_niceness: int = Field(
+        10, ge=0, le=19,
+        description="nice value of the FaceAligner, Cartoonizer and Postprocessor processes, so the HTTP path "
+        "(proxy, Ingress, refusals) runs first on busy cores; 0 = as the proxy",
+    )
     poison_ttl_s: float = Field(
         3600.0, ge=0, description="seconds an input a replica process died on is refused (422 poison_input)"
     )

@@ -27,7 +27,7 @@ def build_app(args: AppArgs) -> Application:
     return Ingress.options(**shutdown).bind(
         FaceAligner.options(**shutdown).bind(args, registry),
         Cartoonizer.options(**shutdown).bind(args, registry),
-        Postprocessor.options(**shutdown).bind(),
+        Postprocessor.options(**shutdown).bind(args.stage_niceness),
         args,
         registry,
     )
