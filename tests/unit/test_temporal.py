@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from cartoon import finish, flicker
+from cartoon.styles import StyleRegistry, Stylizer
 from cartoon.tracking import FaceTracker, OneEuroFilter, TrackerSettings
 from tests import clips, photos
 
@@ -119,3 +120,13 @@ def test_the_flow_check_masks_what_it_cannot_trust(hopper_frames):
     assert 0.8 < mask.mean() < 1.0
     _, unrelated = flicker.trusted_flow(hopper_frames[0], photos.astronaut()[:352, :288].copy())
     assert unrelated.mean() < mask.mean()
+
+
+def test_a_batch_finishes_only_the_pieces_that_ask_for_it(astronaut):
+    registry = StyleRegistry.from_directory()
+    stylizer = Stylizer.from_style(registry.get(None), "cpu", "fp32")
+    pieces = np.stack([astronaut[:96, :96], astronaut[100:196, 200:296]])
+    generated = stylizer.generate(pieces, "head")
+    mixed = stylizer.run(pieces, "head", [True, False])
+    np.testing.assert_array_equal(mixed[0], finish.apply(generated[0], stylizer.finish))
+    np.testing.assert_array_equal(mixed[1], generated[1])
