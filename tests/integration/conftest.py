@@ -119,7 +119,9 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
     ray.shutdown()
 
 
-def wait_until_ready(url: str, prefixes: list[str], timeout_s: float = 300.0) -> None:
+# Six apps start on 2 cores: under a loaded machine (other test runs) 300 s were
+# seen not to suffice; a healthy start takes 2-3 minutes.
+def wait_until_ready(url: str, prefixes: list[str], timeout_s: float = 900.0) -> None:
     deadline = time.monotonic() + timeout_s
     pending = set(prefixes)
     while pending and time.monotonic() < deadline:
