@@ -6,6 +6,7 @@ A ``Job`` carries one image from stage to stage; it holds numpy arrays only.
 """
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -17,7 +18,7 @@ from cartoon.background import TilePlan, shrink, split, stitch
 from cartoon.compose import DEFAULT_MAX_OUTPUT_PIXELS, compose, output_size, resize_to, scale_transform
 from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
 from cartoon.errors import TooManyPiecesError
-from cartoon.faces import DetectorConfig, FaceDetector
+from cartoon.faces import DetectorConfig, Face, FaceDetector
 from cartoon.styles import StyleRegistry, Stylizer
 
 
@@ -203,8 +204,12 @@ class Preparer:
         alpha: np.ndarray | None = None,
         timings: dict[str, float] | None = None,
         notices: tuple[str, ...] = (),
+        faces: list[Face] | None = None,
     ) -> Job:
         """Prepares a decoded (H, W, 3) uint8 picture.
+
+        ``faces``, when given (a video's tracked faces, largest first), are used as they
+        are instead of detecting them.
 
         Raises:
             OutputTooLargeError: the output would not fit its format.
@@ -212,8 +217,9 @@ class Preparer:
         """
         timings = {} if timings is None else timings
         height, width = checked_output_size(*rgb.shape[:2], options, self.settings)
-        with timed(timings, "detect"):
-            faces = self.detector.detect(rgb)
+        if faces is None:
+            with timed(timings, "detect"):
+                faces = self.detector.detect(rgb)
         scale_x, scale_y = width / rgb.shape[1], height / rgb.shape[0]
         with timed(timings, "align"):
             matrices = np.array(
@@ -257,20 +263,26 @@ class Preparer:
         )
 
 
-def stylize_job(job: Job, stylizer: Stylizer) -> Job:
-    """Runs a whole job's pieces through one stylizer, one batch per kind (in-process path)."""
-    return stylize_jobs([job], stylizer)[0]
+def stylize_job(job: Job, stylizer: Stylizer, finish: bool = True) -> Job:
+    """Runs a whole job's pieces through one stylizer, one batch per kind (in-process path).
+
+    Without ``finish`` the style's finish is left out (a video finishes frames in order,
+    ``cartoon.finish.TemporalFinish``).
+    """
+    return stylize_jobs([job], stylizer, finish)[0]
 
 
-def stylize_jobs(jobs: list[Job], stylizer: Stylizer) -> list[Job]:
+def stylize_jobs(jobs: list[Job], stylizer: Stylizer, finish: bool = True) -> list[Job]:
     """Runs several jobs' pieces through one stylizer: one batch per kind and piece shape.
 
     The head crops of every job (all 288x288) ride in one batch, the background pieces
-    in one batch per piece shape; one job alone gets one batch per kind.
+    in one batch per piece shape; one job alone gets one batch per kind. ``finish`` as
+    in ``stylize_job``.
     """
+    run = stylizer.run if finish else stylizer.generate
     start = time.perf_counter()
-    heads, head_batches = _stylize_stacks(stylizer, "head", [job.heads for job in jobs])
-    backgrounds, background_batches = _stylize_stacks(stylizer, "background", [job.background for job in jobs])
+    heads, head_batches = _stylize_stacks(run, "head", [job.heads for job in jobs])
+    backgrounds, background_batches = _stylize_stacks(run, "background", [job.background for job in jobs])
     milliseconds = (time.perf_counter() - start) * 1000.0
     stylized = []
     for job, head, head_batch, background, background_batch in zip(
@@ -287,8 +299,10 @@ def stylize_jobs(jobs: list[Job], stylizer: Stylizer) -> list[Job]:
     return stylized
 
 
-def _stylize_stacks(stylizer: Stylizer, kind: str, stacks: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
-    """Every (N, H, W, 3) uint8 stack stylized, the stacks of one piece shape in one batch.
+def _stylize_stacks(
+    run: Callable[[np.ndarray, str], np.ndarray], kind: str, stacks: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[int]]:
+    """Every (N, H, W, 3) uint8 stack through ``run``, the stacks of one piece shape in one batch.
 
     Returns:
         The stylized stacks in order, and the size of the batch each rode in (0 for an
@@ -301,7 +315,7 @@ def _stylize_stacks(stylizer: Stylizer, kind: str, stacks: list[np.ndarray]) -> 
             by_shape.setdefault(stack.shape[1:], []).append(index)
     for indices in by_shape.values():
         batch = np.concatenate([stacks[index] for index in indices])  # (B, H, W, 3)
-        parts = np.split(stylizer.run(batch, kind), np.cumsum([len(stacks[index]) for index in indices])[:-1])
+        parts = np.split(run(batch, kind), np.cumsum([len(stacks[index]) for index in indices])[:-1])
         for index, part in zip(indices, parts):
             outputs[index], sizes[index] = part, len(batch)
     return outputs, sizes
@@ -310,20 +324,24 @@ def _stylize_stacks(stylizer: Stylizer, kind: str, stacks: list[np.ndarray]) -> 
 class Composer:
     """Stitch, paste heads back, blend by strength, encode."""
 
+    def picture(self, job: Job) -> np.ndarray:
+        """The composed (height, width, 3) uint8 picture, not encoded (a video frame)."""
+        return compose(
+            stitch(job.background, job.plan),
+            job.heads,
+            job.matrices,
+            job.height,
+            job.width,
+            job.options.strength,
+            job.original,
+            None if job.paste_mask is None else job.paste_mask.astype(np.float32) / 255.0,
+        )
+
     def compose(self, job: Job) -> Result:
         job.record_wait("postprocessor")
         timings = dict(job.timings)
         with timed(timings, "compose"):
-            picture = compose(
-                stitch(job.background, job.plan),
-                job.heads,
-                job.matrices,
-                job.height,
-                job.width,
-                job.options.strength,
-                job.original,
-                None if job.paste_mask is None else job.paste_mask.astype(np.float32) / 255.0,
-            )
+            picture = self.picture(job)
         with timed(timings, "encode"):
             data = images.encode(picture, job.options.format, job.options.quality, job.alpha)
         return Result(
