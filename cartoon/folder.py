@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
+from cartoon import folder_video
 from cartoon.errors import CartoonError, WeightsError
 from cartoon.pipeline import Options, Pipeline
 from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry
@@ -103,10 +104,13 @@ def plan(input_dir: Path, output_dir: Path, format: str, overwrite: bool, tally:
         relative = source.relative_to(input_dir)
         if any(part.startswith(".") for part in relative.parts):
             continue
-        if source.suffix.lower() not in IMAGE_SUFFIXES:
+        if folder_video.is_video(source):
+            target = output_dir / relative.with_suffix(folder_video.OUTPUT_SUFFIX)
+        elif source.suffix.lower() in IMAGE_SUFFIXES:
+            target = output_dir / relative.with_suffix(suffix)
+        else:
             ignored += 1
             continue
-        target = output_dir / relative.with_suffix(suffix)
         if target in owners:
             tally.failures.append({
                 "input": str(relative), "status": None,
@@ -154,17 +158,17 @@ class ServiceBackend:
 
     async def check(self, style: str | None) -> None:
         """Fails early on what would fail every photo: no service, no key, an unknown style."""
-        response = await self._send("GET", "/v1/styles")
+        response = await self.send("GET", "/v1/styles")
         offered = [entry["name"] for entry in response.json()["styles"]]
         if style and style not in offered:
             raise UsageError(f"unknown style {style!r}; the service offers {', '.join(offered)}")
 
-    async def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
+    async def send(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
             response = await self.client.request(method, f"{self.url}{path}", **kwargs)
         except httpx.TransportError as exc:
             raise Failure(f"no answer from {self.url}: {exc!r}", retryable=True) from exc
-        if response.status_code == 200:
+        if response.is_success:
             return response
         try:
             error = response.json()["error"]
@@ -182,7 +186,7 @@ class ServiceBackend:
         )
 
     async def cartoonize(self, data: bytes) -> bytes:
-        response = await self._send(
+        response = await self.send(
             "POST", "/v1/cartoonize", params=self.params, content=data,
             headers={"Content-Type": "application/octet-stream"},
         )
@@ -219,10 +223,11 @@ class LocalBackend:
         self.executor.shutdown(wait=True)
 
 
-async def _with_retries(backend, data: bytes, tally: Tally) -> bytes:
+async def with_retries(send, tally: Tally):
+    """What ``send()`` (a coroutine function) returns, retried on retryable failures."""
     for attempt in range(MAX_ATTEMPTS):
         try:
-            return await backend.cartoonize(data)
+            return await send()
         except Failure as failure:
             if not failure.retryable or attempt == MAX_ATTEMPTS - 1:
                 raise
@@ -241,7 +246,10 @@ async def _run(backend, tasks: list[Task], concurrency: int, tally: Tally, bar: 
             task = queue.get_nowait()
             try:
                 data = await asyncio.to_thread(task.source.read_bytes)
-                output = await _with_retries(backend, data, tally)
+                if folder_video.is_video(task.source):
+                    output = await folder_video.cartoonize(backend, data, task.source.suffix, tally)
+                else:
+                    output = await with_retries(lambda: backend.cartoonize(data), tally)
                 await asyncio.to_thread(write_atomic, task.target, output)
                 tally.done += 1
             except (Failure, OSError) as exc:
@@ -274,7 +282,8 @@ async def _main(args: argparse.Namespace, options: Options, tally: Tally, starte
                 await asyncio.sleep(backoff_s(attempt, failure.retry_after))
         tasks, ignored = plan(args.input_dir, args.output, options.format, args.overwrite, tally)
         if ignored:
-            print(f"ignored {ignored} files without an image suffix ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            known = sorted(IMAGE_SUFFIXES | folder_video.VIDEO_SUFFIXES)
+            print(f"ignored {ignored} files without an image or video suffix ({', '.join(known)})")
         started.append(time.perf_counter())
         with tqdm(total=len(tasks), unit="img", dynamic_ncols=True) as bar:
             await _run(backend, tasks, args.concurrency, tally, bar)
