@@ -105,7 +105,7 @@ def plan(input_dir: Path, output_dir: Path, format: str, overwrite: bool, tally:
         if any(part.startswith(".") for part in relative.parts):
             continue
         if folder_video.is_video(source):
-            target = output_dir / relative.with_suffix(folder_video.OUTPUT_SUFFIX)
+            target = output_dir / relative
         elif source.suffix.lower() in IMAGE_SUFFIXES:
             target = output_dir / relative.with_suffix(suffix)
         else:
@@ -247,12 +247,12 @@ async def _run(backend, tasks: list[Task], concurrency: int, tally: Tally, bar: 
             try:
                 data = await asyncio.to_thread(task.source.read_bytes)
                 if folder_video.is_video(task.source):
-                    output = await folder_video.cartoonize(backend, data, task.source.suffix, tally)
+                    output = await folder_video.cartoonize(backend, data, task.source.suffix, with_retries, tally)
                 else:
                     output = await with_retries(lambda: backend.cartoonize(data), tally)
                 await asyncio.to_thread(write_atomic, task.target, output)
                 tally.done += 1
-            except (Failure, OSError) as exc:
+            except (Failure, folder_video.JobError, OSError) as exc:
                 tally.failures.append({
                     "input": str(task.relative), "status": getattr(exc, "status", None), "error": str(exc),
                 })

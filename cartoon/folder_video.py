@@ -2,48 +2,61 @@
 
 A clip is one job: sent (``POST /v1/jobs``), followed (``GET /v1/jobs/{id}``) until it
 is finished, and its result fetched (``GET /v1/jobs/{id}/result``); ``cartoon.folder``
-writes that like a photo's output. Every request is retried as a photo's is
-(``cartoon.folder.with_retries``); a job the service lost (a restart) is sent again, as
-many times as a photo is retried; a job that failed is the clip's failure; a run that is
-stopped (Ctrl-C) cancels the jobs it had in flight.
+writes that like a photo's output, at the clip's own relative path: the output keeps the
+clip's container (the service copies the sound as it is, and a container takes the
+sound its clip came with). ``cartoon.folder`` hands in its HTTP backend and its
+retry loop, so every request is retried as a photo's is (this module imports nothing of
+it: ``python -m cartoon.folder`` would otherwise load it twice). A job the service lost
+(a restart) is sent again; a job that failed is the clip's failure; a run that is
+stopped (Ctrl-C) cancels the job it was following.
 """
 
 import asyncio
 from pathlib import Path
 
-from cartoon import folder
-
 MEDIA_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm", ".mkv": "video/x-matroska"}
 VIDEO_SUFFIXES = set(MEDIA_TYPES)
-OUTPUT_FORMAT = "mp4"
-OUTPUT_SUFFIX = ".mp4"
 POLL_S = 1.0
+# A lost job costs the whole clip again, so it is sent again fewer times than a request.
+MAX_SUBMISSIONS = 3
 # A cancel sent while the run stops gets this long: the run must not hang on it.
 CANCEL_TIMEOUT_S = 5.0
+
+
+class JobError(Exception):
+    """A clip's job failed, or ended without a result; the clip's failure."""
+
+    status = None  # no HTTP status: the requests themselves succeeded
 
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def _job_params(backend: "folder.ServiceBackend") -> dict:
-    """The photos' parameters less their image format, plus the video's."""
-    params = {name: value for name, value in backend.params.items() if name != "format"}
-    return {**params, "format": OUTPUT_FORMAT}
+def _job_params(photo_params: dict, suffix: str) -> dict:
+    """The photos' parameters (style, strength, max_side), the clip's container instead of their format."""
+    return {**{name: value for name, value in photo_params.items() if name != "format"}, "format": suffix[1:]}
 
 
-async def _finished_job(backend: "folder.ServiceBackend", data: bytes, suffix: str, tally: "folder.Tally") -> dict:
+async def _cancel(backend, job_id: str) -> None:
+    """Best effort: the service would otherwise go on with a job nobody will fetch."""
+    try:
+        await asyncio.wait_for(backend.send("DELETE", f"/v1/jobs/{job_id}"), CANCEL_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - the run is stopping whatever the answer
+        pass
+
+
+async def _finished_job(backend, data: bytes, suffix: str, with_retries, tally) -> dict:
     """Sends the clip and follows its job until it is done; returns the job."""
-    for attempt in range(folder.MAX_ATTEMPTS):
-        submitted = await folder.with_retries(lambda: backend.send(
-            "POST", "/v1/jobs", params=_job_params(backend), content=data,
+    for submission in range(MAX_SUBMISSIONS):
+        job = (await with_retries(lambda: backend.send(
+            "POST", "/v1/jobs", params=_job_params(backend.params, suffix.lower()), content=data,
             headers={"Content-Type": MEDIA_TYPES[suffix.lower()]},
-        ), tally)
-        job = submitted.json()
+        ), tally)).json()
         try:
             while job["state"] in ("queued", "running"):
                 await asyncio.sleep(POLL_S)
-                job = (await folder.with_retries(lambda: backend.send("GET", f"/v1/jobs/{job['id']}"), tally)).json()
+                job = (await with_retries(lambda: backend.send("GET", f"/v1/jobs/{job['id']}"), tally)).json()
         except asyncio.CancelledError:
             await _cancel(backend, job["id"])
             raise
@@ -51,25 +64,26 @@ async def _finished_job(backend: "folder.ServiceBackend", data: bytes, suffix: s
             return job
         if job["state"] == "failed":
             error = job.get("error") or {}
-            raise folder.Failure(f"job failed: {error.get('code')}: {error.get('message')}")
-        if job["state"] != "lost" or attempt == folder.MAX_ATTEMPTS - 1:
-            raise folder.Failure(f"job {job['id']} ended {job['state']}")
+            raise JobError(f"job failed: {error.get('code')}: {error.get('message')}")
+        if job["state"] != "lost" or submission == MAX_SUBMISSIONS - 1:
+            raise JobError(f"job {job['id']} ended {job['state']}")
         tally.retries += 1
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    raise AssertionError("unreachable: the last submission returns or raises")
 
 
-async def _cancel(backend: "folder.ServiceBackend", job_id: str) -> None:
-    """Best effort: the service would otherwise go on with a job nobody will fetch."""
-    try:
-        await asyncio.wait_for(backend.send("DELETE", f"/v1/jobs/{job_id}"), CANCEL_TIMEOUT_S)
-    except (folder.Failure, TimeoutError):
-        pass
+async def cartoonize(backend, data: bytes, suffix: str, with_retries, tally) -> bytes:
+    """The clip cartoonized, with its sound, in the clip's container.
 
+    Args:
+        backend: ``cartoon.folder``'s backend; only its service backend (``send``) has jobs.
+        data: the clip's bytes; ``suffix`` names its container (``.mp4``, ...).
+        with_retries: ``cartoon.folder.with_retries``; ``tally`` counts the retries.
 
-async def cartoonize(backend, data: bytes, suffix: str, tally: "folder.Tally") -> bytes:
-    """The cartoonized clip (the service's ``OUTPUT_FORMAT``), with its sound."""
-    if not isinstance(backend, folder.ServiceBackend):
-        raise folder.Failure("video clips are cartoonized by the service: give --url")
-    job = await _finished_job(backend, data, suffix, tally)
-    result = await folder.with_retries(lambda: backend.send("GET", f"/v1/jobs/{job['id']}/result"), tally)
-    return result.content
+    Raises:
+        JobError: the job failed or ended without a result.
+        cartoon.folder.Failure: a request failed past its retries.
+    """
+    if not hasattr(backend, "send"):
+        raise JobError("video clips are cartoonized by the service: give --url")
+    job = await _finished_job(backend, data, suffix, with_retries, tally)
+    return (await with_retries(lambda: backend.send("GET", f"/v1/jobs/{job['id']}/result"), tally)).content

@@ -145,11 +145,12 @@ export async function cartoonize(image, options, signal, onWait) {
  * Starts a video job: the clip goes up as the request's body.
  * @param {Blob} clip
  * @param {string} type  the clip's media type (video/mp4, ...)
- * @param {{style: string, strength: number, maxSide: number|null}} options
+ * @param {{style: string, strength: number, maxSide: number|null, format: string}} options
+ *   format: the video's container (mp4, webm, mov, mkv)
  * @returns {Promise<object>} the job as the service describes it ({id, state, progress, error})
  */
 export async function submitJob(clip, type, options, signal, onWait) {
-  const query = new URLSearchParams({ strength: String(options.strength) });
+  const query = new URLSearchParams({ strength: String(options.strength), format: options.format });
   if (options.style) query.set("style", options.style);
   if (options.maxSide) query.set("max_side", String(options.maxSide));
   const response = await call(

@@ -111,7 +111,7 @@ export function setUpVideo({ announce, messageOf, options, dropZone, showTab }) 
       after.src = setUrl("after", result);
       const download = $("video-download");
       download.href = urls.after;
-      download.download = `${stemOf(name)}.${SUFFIX_BY_TYPE[result.type] || "mp4"}`;
+      download.download = `${stemOf(name)}.${SUFFIX_BY_TYPE[result.type] || job.format}`;
       $("video-pair").hidden = false;
       $("video-after-figure").hidden = false;
       $("video-done").hidden = false;
@@ -182,9 +182,10 @@ export function setUpVideo({ announce, messageOf, options, dropZone, showTab }) 
     $("video-done").hidden = true;
     showProgress(`Sending ${file.name}…`, 0, 0);
     announce(`Sending ${file.name}…`);
+    const chosen = { ...options(), format: $("video-format").value };
     let described;
     try {
-      described = await submitJob(file, clipType(file), options(), following.signal, (wait) =>
+      described = await submitJob(file, clipType(file), chosen, following.signal, (wait) =>
         announce(`The service is busy; trying again in ${wait.toFixed(0)} s…`));
     } catch (error) {
       if (following.signal.aborted) {
@@ -197,7 +198,7 @@ export function setUpVideo({ announce, messageOf, options, dropZone, showTab }) 
       forget();
       return;
     }
-    job = { id: described.id, name: file.name };
+    job = { id: described.id, name: file.name, format: chosen.format };
     sessionStorage.setItem(JOB_STORAGE, JSON.stringify(job));
     announce(`${file.name} is queued.`);
     await follow(described);
