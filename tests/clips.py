@@ -30,6 +30,7 @@ def write_clip(path: Path, seconds: float = 1.5, fps: int = 10, side: int = 256,
     """An H.264 clip of the astronaut (MP4, or whatever container the suffix names), with
     a 440 Hz tone as its sound (AAC; Opus in WebM)."""
     frames = panning_frames(photos.astronaut(), round(seconds * fps), side)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         video = container.add_stream("libvpx-vp9" if path.suffix == ".webm" else "libx264", rate=fps)
         video.width = video.height = side

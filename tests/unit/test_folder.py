@@ -3,7 +3,7 @@
 import json
 
 from cartoon import folder, images
-from tests import photos
+from tests import clips, photos
 
 
 def test_backoff_grows_to_its_cap_and_honours_retry_after():
@@ -59,3 +59,32 @@ def test_in_process_run_without_url(tmp_path, capsys):
     assert summary["failures"][0]["input"] == "broken.png"
     assert "corrupt_image" in summary["failures"][0]["error"]
     assert "done 1, skipped 0, failed 1" in capsys.readouterr().out
+
+
+def test_plan_takes_clips_at_their_own_path_beside_photos_of_the_same_stem(tmp_path):
+    source = tmp_path / "in"
+    for name in ("trip/day.mp4", "trip/day.jpg", "b.MOV", "c.webm", "d.mkv", "e.avi"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(b"")
+    tally = folder.Tally()
+
+    tasks, ignored = folder.plan(source, tmp_path / "out", "png", overwrite=False, tally=tally)
+
+    assert sorted((str(task.relative), str(task.target.relative_to(tmp_path / "out"))) for task in tasks) == [
+        ("b.MOV", "b.MOV"), ("c.webm", "c.webm"), ("d.mkv", "d.mkv"),
+        ("trip/day.jpg", "trip/day.png"), ("trip/day.mp4", "trip/day.mp4"),
+    ]
+    assert (ignored, tally.failures) == (1, [])
+
+
+def test_clips_without_a_service_are_reported_not_skipped(tmp_path, capsys):
+    clips.write_clip(tmp_path / "in" / "hello.mp4", seconds=0.3, fps=10, side=64)
+    report = tmp_path / "report.json"
+
+    code = folder.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--report", str(report)])
+
+    assert code == folder.EXIT_FAILED
+    [failure] = json.loads(report.read_text())["failures"]
+    assert failure == {"input": "hello.mp4", "status": None,
+                       "error": "video clips are cartoonized by the service: give --url"}
+    assert not (tmp_path / "out" / "hello.mp4").exists()
