@@ -1,19 +1,23 @@
-"""``python -m cartoon input.jpg -o out.png``: the whole pipeline locally, no Ray."""
+"""``python -m cartoon input.jpg -o out.png`` (or ``clip.mp4 -o out.mp4``): the whole pipeline locally, no Ray."""
 
 import argparse
+import asyncio
 import sys
 import time
 from pathlib import Path
 
+from cartoon import video
+from cartoon.clip import ClipSettings, LocalStages, Progress, cartoonize_clip
 from cartoon.errors import CartoonError, WeightsError
 from cartoon.faces import DetectorConfig
 from cartoon.pipeline import Options, Pipeline, PipelineSettings
+from cartoon.tracking import TrackerSettings
 from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cartoon", description=__doc__)
-    parser.add_argument("input", type=Path, help="a photo (JPEG, PNG, WebP, BMP, TIFF, GIF)")
+    parser.add_argument("input", type=Path, help="a photo (JPEG, PNG, WebP, BMP, TIFF, GIF) or a video (MP4, MOV, MKV, WebM)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the cartoon")
     parser.add_argument("--weights", type=Path, help="one .safetensors file for head and background")
     parser.add_argument("--styles-dir", type=Path, default=DEFAULT_STYLES_DIR, help="a style registry directory")
@@ -25,7 +29,38 @@ def build_parser() -> argparse.ArgumentParser:
                         help="landmark model; 68 is for non-commercial use only")
     parser.add_argument("--process-side", type=int, default=720, help="background short side")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--detect-every", type=int, default=TrackerSettings().detect_every,
+                        help="video: frames between face detections (faces are tracked in between)")
     return parser
+
+
+def _cartoonize_video(args: argparse.Namespace, pipeline: Pipeline, options: Options) -> int:
+    """The video path: every frame cartoonized, timestamps, rotation and audio kept."""
+    output_format = args.output.suffix.lower().lstrip(".")
+    if output_format not in video.OUTPUT_FORMATS:
+        print(f"a video's output must end in {', '.join('.' + name for name in video.OUTPUT_FORMATS)}", file=sys.stderr)
+        return 2
+    info = video.probe(args.input, video.VideoLimits(max_seconds=float("inf"), max_pixels=pipeline.settings.max_pixels))
+    video.check_output(args.input, output_format)
+    style = pipeline.registry.get(options.style)
+    stylizer = pipeline.stylizer(options.style)
+
+    def report(progress: Progress) -> None:
+        print(f"\r  frame {progress.frames_done}/{progress.frames_total}, {progress.fps:.2f} fps", end="",
+              file=sys.stderr, flush=True)
+
+    settings = ClipSettings(tracker=TrackerSettings(detect_every=args.detect_every),
+                            max_output_pixels=pipeline.settings.max_output_pixels)
+    start = time.perf_counter()
+    written = asyncio.run(cartoonize_clip(
+        args.input, args.output, info, output_format, options, LocalStages(pipeline, style.name),
+        pipeline.preparer.detector, stylizer.finish, settings, report,
+    ))
+    seconds = time.perf_counter() - start
+    print(file=sys.stderr)
+    print(f"{args.input} -> {args.output} ({written} frames at {float(info.fps):.3f} fps, "
+          f"audio {info.audio_codec or 'none'}, {written / seconds:.2f} frames/s)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             quality=args.quality,
             max_side=args.max_side,
         )
+        if args.input.suffix.lower().lstrip(".") in video.OUTPUT_FORMATS:
+            return _cartoonize_video(args, pipeline, options)
         start = time.perf_counter()
         result = pipeline(args.input.read_bytes(), options)
         total = (time.perf_counter() - start) * 1000.0

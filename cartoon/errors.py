@@ -57,3 +57,27 @@ class DeviceOutOfMemoryError(Exception):
     """
 
     code = "out_of_memory"
+
+
+class NotAVideoError(CartoonError):
+    """The bytes are not a video in a container we take (MP4, MOV, Matroska, WebM), or hold no video stream."""
+
+    code = "not_a_video"
+
+
+class CorruptVideoError(CartoonError):
+    """The container opens but its video cannot be decoded."""
+
+    code = "corrupt_video"
+
+
+class VideoTooLongError(CartoonError):
+    """The video lasts longer than the configured limit."""
+
+    code = "video_too_long"
+
+
+class AudioNotMuxableError(CartoonError):
+    """The source's audio cannot be copied into the asked output container (e.g. AAC into WebM)."""
+
+    code = "audio_not_muxable"

@@ -126,9 +126,16 @@ class FaceDetector:
             box = tuple(float(v) / scale for v in (rect.left(), rect.top(), rect.right(), rect.bottom()))
             if max(box[2] - box[0], box[3] - box[1]) < self.config.min_face:
                 continue
-            full_rect = dlib.rectangle(*(int(round(v)) for v in box))
-            shape = self._predictor(rgb, full_rect)
-            landmarks = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-            faces.append(Face(box, float(score), landmarks, alignment_points(landmarks)))
+            faces.append(self._locate(rgb, box, float(score)))
         faces.sort(key=lambda face: face.size, reverse=True)
         return faces[: self.config.max_faces]
+
+    def locate(self, rgb: np.ndarray, box: tuple[float, float, float, float], score: float) -> Face:
+        """The landmarks of a face known to be in ``box`` (a tracked face), without detecting."""
+        with self._dlib_lock:
+            return self._locate(rgb, box, score)
+
+    def _locate(self, rgb: np.ndarray, box: tuple[float, float, float, float], score: float) -> Face:
+        shape = self._predictor(rgb, dlib.rectangle(*(int(round(v)) for v in box)))
+        landmarks = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        return Face(box, score, landmarks, alignment_points(landmarks))

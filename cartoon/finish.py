@@ -159,6 +159,32 @@ def _rendered_lattice(palette: Palette) -> np.ndarray:
     return colours[remap].reshape(table.shape)
 
 
+@lru_cache(maxsize=16)
+def _byte_coordinates(palette: Palette) -> np.ndarray:
+    """A (1, 256, 3) float32 table from 8-bit CIELAB to lattice coordinates.
+
+    In these coordinates cell ``i`` spans [i - 0.5, i + 0.5) on each axis, so how far a
+    colour lies from a cell is read directly (``_sticky_cells``).
+    """
+    _, first_band, first_step = _lattice(palette, 0.0, 1.0)
+    levels = np.arange(256, dtype=np.float32)
+    band = (levels * (100.0 / 255.0) - palette.offset) / palette.band - first_band - 0.5
+    chroma = (levels - 128.0) / palette.chroma_step - first_step
+    return np.stack([band, chroma, chroma], axis=-1)[None].astype(np.float32)
+
+
+def _cells(lab8: np.ndarray, palette: Palette) -> np.ndarray:
+    """(H, W, 3) int32 lattice indices of OpenCV's 8-bit CIELAB colours."""
+    return cv2.LUT(lab8, _byte_indices(palette)).astype(np.int32)
+
+
+def _render(cells: np.ndarray, palette: Palette) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of lattice indices, as the finish draws them."""
+    table = _rendered_lattice(palette)
+    flat = (cells[..., 0] * table.shape[1] + cells[..., 1]) * table.shape[2] + cells[..., 2]
+    return np.take(table.reshape(-1, 3), flat, axis=0)
+
+
 def snap_bytes(lab8: np.ndarray, palette: Palette) -> np.ndarray:
     """``snap`` for OpenCV's 8-bit CIELAB (L* scaled to 0-255, a* and b* offset by 128).
 
@@ -166,30 +192,67 @@ def snap_bytes(lab8: np.ndarray, palette: Palette) -> np.ndarray:
     with L* in steps of 100/255, far finer than any band here. Cells of colours the
     lattice cannot draw read the colours drawn there instead (``_rendered_lattice``).
     """
-    table = _rendered_lattice(palette)
-    index = cv2.LUT(lab8, _byte_indices(palette)).astype(np.int32)
-    flat = (index[..., 0] * table.shape[1] + index[..., 1]) * table.shape[2] + index[..., 2]
-    return np.take(table.reshape(-1, 3), flat, axis=0)
+    return _render(_cells(lab8, palette), palette)
+
+
+def _sticky_cells(lab8: np.ndarray, palette: Palette, previous: np.ndarray | None, margin: float) -> np.ndarray:
+    """Lattice indices that keep the previous frame's cell while the colour stays within
+    ``margin`` (a fraction of a cell) past that cell's edge, axis by axis."""
+    cells = _cells(lab8, palette)
+    if previous is None:
+        return cells
+    near = np.abs(cv2.LUT(lab8, _byte_coordinates(palette)) - previous) <= 0.5 + margin
+    return np.where(near, previous, cells)
+
+
+def line_depth(lightness: np.ndarray, params: LineParams) -> np.ndarray:
+    """(H, W) float32: how much darker each pixel is than its surroundings (difference of Gaussians, L*)."""
+    inner = cv2.GaussianBlur(lightness, (0, 0), params.sigma)
+    outer = cv2.GaussianBlur(lightness, (0, 0), params.sigma * params.ratio)
+    return outer - inner
+
+
+def _thresholds(base: float, previous: np.ndarray | None, margin: float, above: bool) -> float | np.ndarray:
+    """A threshold moved by ``margin`` away from each pixel's previous choice, so it flips only
+    when its value crosses the threshold by more than the margin (hysteresis)."""
+    if previous is None:
+        return base
+    towards_keeping = -margin if above else margin
+    return np.where(previous, base + towards_keeping, base - towards_keeping).astype(np.float32)
+
+
+def _line_mask(depth: np.ndarray, params: LineParams, previous: np.ndarray | None = None, margin: float = 0.0) -> np.ndarray:
+    """(H, W) bool: pixels past the ink threshold, in pieces of at least ``min_area``, not thickened."""
+    mask = (depth > _thresholds(params.threshold, previous, margin, above=True)).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= params.min_area
+    keep[0] = False
+    return keep[labels]
+
+
+def _thicken(mask: np.ndarray, params: LineParams) -> np.ndarray:
+    if not params.thicken:
+        return mask
+    side = 2 * params.thicken + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
 def dark_lines(lightness: np.ndarray, params: LineParams) -> np.ndarray:
     """A (H, W) bool mask of outline pixels: darker than their surroundings by a margin."""
-    inner = cv2.GaussianBlur(lightness, (0, 0), params.sigma)
-    outer = cv2.GaussianBlur(lightness, (0, 0), params.sigma * params.ratio)
-    mask = ((outer - inner) > params.threshold).astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    keep = stats[:, cv2.CC_STAT_AREA] >= params.min_area
-    keep[0] = False
-    mask = keep[labels].astype(np.uint8)
-    if params.thicken:
-        side = 2 * params.thicken + 1
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
-    return mask.astype(bool)
+    return _thicken(_line_mask(line_depth(lightness, params), params), params)
 
 
-def spotted_blacks(lightness: np.ndarray, below: float) -> np.ndarray:
-    """A (H, W) bool mask of areas darker than ``below`` (L*), without pixel speckle."""
-    return cv2.medianBlur((lightness < below).astype(np.uint8), 5).astype(bool)
+def spotted_blacks(
+    lightness: np.ndarray, below: float, previous: np.ndarray | None = None, margin: float = 0.0
+) -> np.ndarray:
+    """A (H, W) bool mask of areas darker than ``below`` (L*), without pixel speckle.
+
+    With the previous frame's mask, a pixel changes only when its lightness crosses
+    ``below`` by more than ``margin``.
+    """
+    dark = lightness < _thresholds(below, previous, margin, above=False)
+    return cv2.medianBlur(dark.astype(np.uint8), 5).astype(bool)
 
 
 @lru_cache(maxsize=8)
@@ -208,15 +271,49 @@ def ink(rgb: np.ndarray, mask: np.ndarray, colour: Ink) -> np.ndarray:
     return rgb
 
 
+@dataclass(frozen=True)
+class Hysteresis:
+    """How far past a boundary a video pixel's value must go before the finish changes its
+    choice from the previous frame's: the hard steps would otherwise flip on noise."""
+
+    cell: float = 0.3  # fraction of a lattice cell beyond the previous cell's edge
+    line: float = 0.6  # L* of line depth either side of the ink threshold
+    black: float = 2.0  # L* either side of ``black_below``
+
+
+@dataclass(frozen=True)
+class FinishState:
+    """The choices of one finished frame, that the next frame's finish leans on."""
+
+    cells: np.ndarray  # (H, W, 3) int32 lattice indices
+    lines: np.ndarray  # (H, W) bool ink, before thickening
+    blacks: np.ndarray | None  # (H, W) bool spotted blacks, or None
+
+
+def finish_frame(
+    rgb: np.ndarray, finish: Finish, previous: FinishState | None = None, hysteresis: Hysteresis = Hysteresis()
+) -> tuple[np.ndarray, FinishState]:
+    """Finishes one (H, W, 3) uint8 picture, leaning on the previous frame's choices.
+
+    Without ``previous`` this is the still-image finish. Returns the new picture and
+    its choices.
+    """
+    lab8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    cells = _sticky_cells(lab8, finish.palette, previous and previous.cells, hysteresis.cell)
+    out = cv2.medianBlur(_render(cells, finish.palette), finish.median)
+    lightness = lab8[..., 0].astype(np.float32) * (100.0 / 255.0)
+    lines = _line_mask(line_depth(lightness, finish.lines), finish.lines, previous and previous.lines, hysteresis.line)
+    mask = _thicken(lines, finish.lines)
+    blacks = None
+    if finish.black_below is not None:
+        blacks = spotted_blacks(lightness, finish.black_below, previous and previous.blacks, hysteresis.black)
+        mask = mask | blacks
+    return ink(out, mask, finish.ink), FinishState(cells, lines, blacks)
+
+
 def apply(rgb: np.ndarray, finish: Finish) -> np.ndarray:
     """Finishes one (H, W, 3) uint8 picture; returns a new (H, W, 3) uint8 picture."""
-    lab8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
-    out = cv2.medianBlur(snap_bytes(lab8, finish.palette), finish.median)
-    lightness = lab8[..., 0].astype(np.float32) * (100.0 / 255.0)
-    mask = dark_lines(lightness, finish.lines)
-    if finish.black_below is not None:
-        mask |= spotted_blacks(lightness, finish.black_below)
-    return ink(out, mask, finish.ink)
+    return finish_frame(rgb, finish)[0]
 
 
 def apply_batch(pieces: np.ndarray, finish: Finish | None) -> np.ndarray:
@@ -224,6 +321,35 @@ def apply_batch(pieces: np.ndarray, finish: Finish | None) -> np.ndarray:
     if finish is None:
         return pieces
     return np.stack([apply(piece, finish) for piece in pieces]) if len(pieces) else pieces
+
+
+class TemporalFinish:
+    """A video's finish: each piece (a tracked head crop, a background piece) is finished
+    leaning on its own previous frame, so bands and ink hold still where the picture does.
+
+    Pieces are named by the caller (``("head", track_id)``, ``("background", index)``);
+    a piece seen for the first time, or after ``reset`` (a shot cut), gets the still finish.
+    """
+
+    def __init__(self, finish: Finish, hysteresis: Hysteresis = Hysteresis()):
+        self.finish = finish
+        self.hysteresis = hysteresis
+        self._states: dict[object, FinishState] = {}
+
+    def apply(self, key: object, rgb: np.ndarray) -> np.ndarray:
+        previous = self._states.get(key)
+        if previous is not None and previous.lines.shape != rgb.shape[:2]:
+            previous = None
+        out, self._states[key] = finish_frame(rgb, self.finish, previous, self.hysteresis)
+        return out
+
+    def keep_only(self, keys: set) -> None:
+        """Forgets pieces gone from the picture (a face no longer tracked)."""
+        for key in set(self._states) - keys:
+            del self._states[key]
+
+    def reset(self) -> None:
+        self._states.clear()
 
 
 # The teachers' parameters (tools/teachers.py reads them from here), by style name.

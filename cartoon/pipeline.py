@@ -17,7 +17,7 @@ from cartoon.background import TilePlan, shrink, split, stitch
 from cartoon.compose import compose, output_size, resize_to, scale_transform
 from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
 from cartoon.errors import TooManyPiecesError
-from cartoon.faces import DetectorConfig, FaceDetector
+from cartoon.faces import DetectorConfig, Face, FaceDetector
 from cartoon.styles import StyleRegistry, Stylizer
 
 
@@ -177,11 +177,17 @@ class Preparer:
         options: Options,
         alpha: np.ndarray | None = None,
         timings: dict[str, float] | None = None,
+        faces: list[Face] | None = None,
     ) -> Job:
-        """Prepares a decoded (H, W, 3) uint8 picture."""
+        """Prepares a decoded (H, W, 3) uint8 picture.
+
+        ``faces``, when given (a video's tracked faces, largest first), are used as they
+        are instead of detecting them.
+        """
         timings = {} if timings is None else timings
-        with timed(timings, "detect"):
-            faces = self.detector.detect(rgb)
+        if faces is None:
+            with timed(timings, "detect"):
+                faces = self.detector.detect(rgb)
         height, width = output_size(*rgb.shape[:2], options.max_side, self.settings.max_output_pixels)
         scale_x, scale_y = width / rgb.shape[1], height / rgb.shape[0]
         with timed(timings, "align"):
@@ -225,16 +231,21 @@ class Preparer:
         )
 
 
-def stylize_job(job: Job, stylizer: Stylizer) -> Job:
-    """Runs a whole job's pieces through one stylizer, one batch per kind (in-process path)."""
+def stylize_job(job: Job, stylizer: Stylizer, finish: bool = True) -> Job:
+    """Runs a whole job's pieces through one stylizer, one batch per kind (in-process path).
+
+    Without ``finish`` the style's finish is left out (a video finishes frames in order,
+    ``cartoon.finish.TemporalFinish``).
+    """
     timings = dict(job.timings)
     batch_sizes = list(job.batch_sizes)
     heads = job.heads
+    run = stylizer.run if finish else stylizer.generate
     with timed(timings, "unet"):
         if len(heads):
-            heads = stylizer.run(heads, "head")
+            heads = run(heads, "head")
             batch_sizes.append(len(heads))
-        background = stylizer.run(job.background, "background")
+        background = run(job.background, "background")
         batch_sizes.append(len(job.background))
     # No hand-over in one process: nothing waits between stages.
     return replace(
@@ -246,20 +257,24 @@ def stylize_job(job: Job, stylizer: Stylizer) -> Job:
 class Composer:
     """Stitch, paste heads back, blend by strength, encode."""
 
+    def picture(self, job: Job) -> np.ndarray:
+        """The composed (height, width, 3) uint8 picture, not encoded (a video frame)."""
+        return compose(
+            stitch(job.background, job.plan),
+            job.heads,
+            job.matrices,
+            job.height,
+            job.width,
+            job.options.strength,
+            job.original,
+            None if job.paste_mask is None else job.paste_mask.astype(np.float32) / 255.0,
+        )
+
     def compose(self, job: Job) -> Result:
         job.record_wait("postprocessor")
         timings = dict(job.timings)
         with timed(timings, "compose"):
-            picture = compose(
-                stitch(job.background, job.plan),
-                job.heads,
-                job.matrices,
-                job.height,
-                job.width,
-                job.options.strength,
-                job.original,
-                None if job.paste_mask is None else job.paste_mask.astype(np.float32) / 255.0,
-            )
+            picture = self.picture(job)
         with timed(timings, "encode"):
             data = images.encode(picture, job.options.format, job.options.quality, job.alpha)
         return Result(

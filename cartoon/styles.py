@@ -1,6 +1,7 @@
 """Styles: named pairs of head and background generators, and the batched runner."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,12 +202,15 @@ class Stylizer:
             paste_mask=load_mask(style), finish=FINISHES[style.finish] if style.finish else None,
         )
 
-    def run(self, pieces: np.ndarray, kind: str) -> np.ndarray:
+    def run(self, pieces: np.ndarray, kind: str, finished: Sequence[bool] | None = None) -> np.ndarray:
         """Stylizes a batch: the generators, then the style's finish.
 
         Args:
             pieces: (B, H, W, 3) uint8, H and W multiples of 4.
             kind: "head" or "background".
+            finished: per piece, whether it gets the finish here (None: all of them); a
+                video's frames ride in the same batches unfinished and are finished in
+                order afterwards (``cartoon.finish.TemporalFinish``).
 
         Returns:
             (B, H, W, 3) uint8.
@@ -214,7 +218,13 @@ class Stylizer:
         Raises:
             DeviceOutOfMemoryError: the batch and its halves did not fit in GPU memory.
         """
-        return apply_batch(self.generate(pieces, kind), self.finish)
+        output = self.generate(pieces, kind)
+        if finished is None:
+            return apply_batch(output, self.finish)
+        chosen = np.flatnonzero(np.asarray(finished, dtype=bool))
+        if len(chosen):
+            output[chosen] = apply_batch(output[chosen], self.finish)
+        return output
 
     def generate(self, pieces: np.ndarray, kind: str) -> np.ndarray:
         """The generators' output alone, without the finish: what precision changes.

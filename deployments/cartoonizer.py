@@ -103,28 +103,33 @@ class Cartoonizer:
         for queue in (self._stylize_heads, self._stylize_backgrounds):
             queue.set_batch_wait_timeout_s(wait_s)
 
-    def _forward(self, stylizer, kind: str, batch: np.ndarray, tokens: list[int]) -> tuple[np.ndarray, float]:
+    def _forward(
+        self, stylizer, kind: str, batch: np.ndarray, tokens: list[int], finished: list[bool]
+    ) -> tuple[np.ndarray, float]:
         """One forward pass on the model thread; returns the output and its seconds."""
         self.launches.launched(kind, tokens, self.batching.max_batch_size)
         if self.device.type == "cpu":
             torch.set_num_threads(forward_threads(self.max_threads, self.images_in_flight.total()))
         start = time.perf_counter()
-        output = stylizer.run(batch, kind)
+        output = stylizer.run(batch, kind, finished)
         return output, time.perf_counter() - start
 
-    async def _run_batch(self, kind: str, pieces: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, _BatchRecord]]:
+    async def _run_batch(
+        self, kind: str, pieces: list[tuple[int, np.ndarray, bool]]
+    ) -> list[tuple[np.ndarray, _BatchRecord]]:
         stylizer = await self._load_style(serve.get_multiplexed_model_id() or self.registry.default)
         groups: dict[tuple, list[int]] = {}
-        for index, (_, array) in enumerate(pieces):
+        for index, (_, array, _) in enumerate(pieces):
             groups.setdefault(array.shape, []).append(index)
         results: list = [None] * len(pieces)
         loop = asyncio.get_running_loop()
         for shape, indices in groups.items():
             batch = np.stack([pieces[i][1] for i in indices])  # (B, H, W, 3) uint8
             tokens = [pieces[i][0] for i in indices]
+            finished = [pieces[i][2] for i in indices]
             # On the model thread, so the event loop keeps forming the next batches meanwhile.
             outputs, seconds = await loop.run_in_executor(
-                self._forward_thread, self._forward, stylizer, kind, batch, tokens
+                self._forward_thread, self._forward, stylizer, kind, batch, tokens, finished
             )
             self.tuner.observe((kind,) + shape, len(indices), seconds)
             record = _BatchRecord(next(self._batch_ids), len(indices), seconds * 1000.0)
@@ -140,19 +145,24 @@ class Cartoonizer:
             self._set_batch_wait(wait_s)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def _stylize_heads(self, pieces: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, _BatchRecord]]:
+    async def _stylize_heads(
+        self, pieces: list[tuple[int, np.ndarray, bool]]
+    ) -> list[tuple[np.ndarray, _BatchRecord]]:
         return await self._run_batch("head", pieces)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def _stylize_backgrounds(
-        self, pieces: list[tuple[int, np.ndarray]]
+        self, pieces: list[tuple[int, np.ndarray, bool]]
     ) -> list[tuple[np.ndarray, _BatchRecord]]:
         return await self._run_batch("background", pieces)
 
-    async def stylize(self, job: Job) -> Job:
+    async def stylize(self, job: Job, finish: bool = True) -> Job:
         """Returns the job with its head crops and background pieces stylized.
 
-        Skips the job (``DeadlineExceeded``) when its deadline passed while it queued.
+        Without ``finish`` the style's finish is left out: a video's frames share the
+        batches of every request and are finished in order by their job
+        (``cartoon.finish.TemporalFinish``). Skips the job (``DeadlineExceeded``) when
+        its deadline passed while it queued.
         """
         deadlines.check(job.deadline, "the Cartoonizer")
         job.record_wait("cartoonizer")
@@ -166,7 +176,7 @@ class Cartoonizer:
         self.images_in_flight.add(1)
         try:
             outputs = await asyncio.gather(
-                *(queues[kind]((token, piece)) for token, (kind, piece) in zip(tokens, pieces))
+                *(queues[kind]((token, piece, finish)) for token, (kind, piece) in zip(tokens, pieces))
             )
         finally:
             self.images_in_flight.add(-1)

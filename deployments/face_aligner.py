@@ -1,7 +1,9 @@
 """FaceAligner: decode, detect, align head crops, cut the background into pieces."""
 
+import numpy as np
 from ray import serve
 
+from cartoon.faces import Face
 from cartoon.pipeline import Job, Options, Preparer
 from cartoon.styles import StyleRegistry
 from deployments import deadlines, metrics
@@ -23,6 +25,12 @@ class FaceAligner:
         job.deadline = deadline
         metrics.record_stages(job.timings, metrics.ALIGNER_STAGES)
         metrics.record_faces(len(job.faces))
+        return job
+
+    def prepare_frame(self, rgb: np.ndarray, options: Options, faces: list[Face]) -> Job:
+        """Prepares one decoded video frame whose faces its job tracked (no detection here)."""
+        job = self.preparer.prepare_array(rgb, options, faces=faces)
+        metrics.record_stages(job.timings, metrics.ALIGNER_STAGES)
         return job
 
     def check_health(self) -> None:

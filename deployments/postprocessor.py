@@ -1,5 +1,6 @@
 """Postprocessor: stitch the background, paste heads back, blend, resize, encode."""
 
+import numpy as np
 from ray import serve
 
 from cartoon.pipeline import Composer, FullSize, Job, Result
@@ -20,6 +21,10 @@ class Postprocessor:
         result = self.composer.compose(job.with_full_size(full_size))
         metrics.record_stages(result.timings, metrics.POSTPROCESSOR_STAGES)
         return result
+
+    def compose_frame(self, job: Job, full_size: FullSize) -> np.ndarray:
+        """The composed (height, width, 3) uint8 picture of a video frame, not encoded."""
+        return self.composer.picture(job.with_full_size(full_size))
 
     def check_health(self) -> None:
         """Serve's per-replica probe, called beside the request queue: nothing to load, so alive is healthy."""

@@ -46,7 +46,7 @@ class SimulatedStylizer:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def run(self, pieces: np.ndarray, kind: str) -> np.ndarray:
+    def run(self, pieces: np.ndarray, kind: str, finished=None) -> np.ndarray:
         with self._device():
             time.sleep(self.seconds(pieces))
         return pieces
