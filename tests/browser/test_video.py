@@ -11,23 +11,30 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from tests import clips
+from tests import clips, photos
 from tests.browser.conftest import SLOW, open_page
 
 FPS = 10
 SIDE = 256
-CLIP_S = 1.5  # 15 frames: a few seconds on a 2-core machine
-LONG_CLIP_S = 8.0  # 80 frames: still running when it is cancelled
+FRAMES = 15  # 1.5 s: a few seconds on a 2-core machine
+CLIP_S = FRAMES / FPS
+LONG_FRAMES = 80  # still running when it is cancelled
+
+
+def astronaut_clip(path: Path, frames: int, **codecs) -> Path:
+    """The astronaut, SIDE px square, a slow camera move, FPS, with a 440 Hz tone."""
+    return clips.write_clip(path, clips.camera_move(photos.astronaut(), frames, SIDE, SIDE), FPS, **codecs)
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    return clips.write_clip(tmp_path_factory.mktemp("clips") / "astronaut.mp4", CLIP_S, FPS, SIDE)
+    return astronaut_clip(tmp_path_factory.mktemp("clips") / "astronaut.mp4", FRAMES)
 
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
-    return clips.write_clip(tmp_path_factory.mktemp("clips") / "long.webm", LONG_CLIP_S, FPS, SIDE)
+    return astronaut_clip(tmp_path_factory.mktemp("clips") / "long.webm", LONG_FRAMES,
+                          container="webm", codec="libvpx-vp9", audio_codec="libopus")
 
 
 def media(page, selector: str) -> dict:
@@ -91,18 +98,18 @@ def test_clip_cartoonized_with_progress_and_played_beside_the_clip(open_context,
         page.click("#video-run")
     assert "style=toon" in sent.value.url and "format=mp4" in sent.value.url and "strength=0.7" in sent.value.url
     expect(page.locator("#video-after-figure")).to_be_visible(timeout=SLOW)
-    expect(page.locator("#status")).to_have_text("Done: astronaut.mp4 is cartoonized (15 frames).")
-    expect(page.locator("#video-progress-text")).to_have_text("Done: 15 of 15 frames")
+    expect(page.locator("#status")).to_have_text(f"Done: astronaut.mp4 is cartoonized ({FRAMES} frames).")
+    expect(page.locator("#video-progress-text")).to_have_text(f"Done: {FRAMES} of {FRAMES} frames")
 
     seen = page.evaluate("window.progressSeen")
-    counted = [(value, maximum) for text, value, maximum in seen if " of 15 frames" in text]
-    assert counted and counted[-1] == (15, 15)
+    counted = [(value, maximum) for text, value, maximum in seen if f" of {FRAMES} frames" in text]
+    assert counted and counted[-1] == (FRAMES, FRAMES)
     assert [value for value, _ in counted] == sorted(value for value, _ in counted)  # never goes back
     # Each running answer of the service, as the page showed it.
     texts = {text for text, _, _ in seen}
     for job in (response.json() for response in polls):
         if job["state"] == "running":
-            assert any(shows(text, job["progress"], 15) for text in texts), (job, texts)
+            assert any(shows(text, job["progress"], FRAMES) for text in texts), (job, texts)
 
     wait_for(lambda: media(page, "#video-after")["readyState"] >= 4)
     result = media(page, "#video-after")
@@ -119,7 +126,7 @@ def test_clip_cartoonized_with_progress_and_played_beside_the_clip(open_context,
     assert download.value.suggested_filename == "astronaut.mp4"
     cartoon, audio = decoded(Path(download.value.path()))
     source, _ = decoded(clip)
-    assert len(cartoon) == len(source) == 15 and audio == "aac"
+    assert len(cartoon) == len(source) == FRAMES and audio == "aac"
     # A cartoon, not the clip handed back: every frame changed, by a margin far over codec noise.
     assert min(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(cartoon, source)) > 5
 
@@ -142,7 +149,7 @@ def test_job_followed_across_a_reload_then_cancelled(open_context, service_url, 
     page.reload()
     expect(page.locator("#panel-video")).to_be_visible()
     expect(page.locator("#status")).to_contain_text("Following long.webm again")
-    expect(page.locator("#video-progress-text")).to_contain_text(" of 80 frames", timeout=SLOW)
+    expect(page.locator("#video-progress-text")).to_contain_text(f" of {LONG_FRAMES} frames", timeout=SLOW)
     expect(page.locator("#video-cancel")).to_be_enabled()
     with page.expect_request(lambda request: request.method == "DELETE") as deleted:
         page.click("#video-cancel")
@@ -154,7 +161,7 @@ def test_job_followed_across_a_reload_then_cancelled(open_context, service_url, 
 
     job = httpx.get(f"{service_url}/v1/jobs/{job_id}", timeout=30).json()
     assert job["state"] == "cancelled"
-    assert job["progress"]["frames_done"] < job["progress"]["frames_total"] == 80
+    assert job["progress"]["frames_done"] < job["progress"]["frames_total"] == LONG_FRAMES
     page.reload()  # a finished job is not followed again
     expect(page.locator("#panel-video")).to_be_hidden()
 

@@ -14,6 +14,12 @@ from tests.integration.test_batch_command import INTERRUPTIBLE, run, size_of
 
 SIDE = 128
 FPS = 10
+WEBM = {"container": "webm", "codec": "libvpx-vp9", "audio_codec": "libopus"}
+
+
+def astronaut_clip(path: Path, frames: int, **codecs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return clips.write_clip(path, clips.camera_move(photos.astronaut(), frames, SIDE, SIDE), FPS, **codecs)
 
 
 def probe(path: Path) -> tuple[int, tuple[int, int], str | None]:
@@ -27,8 +33,8 @@ def probe(path: Path) -> tuple[int, tuple[int, int], str | None]:
 def test_clips_and_photos_mirrored_a_broken_clip_reported_and_a_rerun_skips(base_url, tmp_path):
     source = tmp_path / "in"
     (source / "trip").mkdir(parents=True)
-    clips.write_clip(source / "trip" / "hello.mp4", seconds=1.0, fps=FPS, side=SIDE)
-    clips.write_clip(source / "wave.webm", seconds=0.5, fps=FPS, side=SIDE)
+    astronaut_clip(source / "trip" / "hello.mp4", 10)
+    astronaut_clip(source / "wave.webm", 5, **WEBM)
     (source / "trip" / "hello.jpg").write_bytes(photos.encode(photos.grace_hopper(), "JPEG", quality=90))
     (source / "broken.mov").write_bytes((source / "trip" / "hello.mp4").read_bytes()[:600])
     report = tmp_path / "report.json"
@@ -67,7 +73,7 @@ def wait_for_more(replica_logs: Path, request: str, before: int, timeout_s: floa
 
 
 def test_a_stopped_run_cancels_the_job_it_was_following(base_url, tmp_path, replica_logs):
-    clips.write_clip(tmp_path / "in" / "long.mp4", seconds=10.0, fps=FPS, side=SIDE)
+    astronaut_clip(tmp_path / "in" / "long.mp4", 100)
     sent_before = logged(replica_logs, "POST /v1/jobs 202")
     cancels_before = logged(replica_logs, "DELETE /v1/jobs/")
     process = subprocess.Popen(

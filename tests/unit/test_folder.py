@@ -78,7 +78,8 @@ def test_plan_takes_clips_at_their_own_path_beside_photos_of_the_same_stem(tmp_p
 
 
 def test_clips_without_a_service_are_reported_not_skipped(tmp_path, capsys):
-    clips.write_clip(tmp_path / "in" / "hello.mp4", seconds=0.3, fps=10, side=64)
+    (tmp_path / "in").mkdir()
+    clips.astronaut_clip(tmp_path / "in" / "hello.mp4", frames=3)
     report = tmp_path / "report.json"
 
     code = folder.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--report", str(report)])
