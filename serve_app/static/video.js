@@ -90,7 +90,7 @@ export function setUpVideo({ announce, messageOf, options, dropZone, showTab }) 
       if (eta !== null && eta !== undefined) parts.push(`about ${duration(eta)} left`);
       showProgress(parts.join(" · "), done, total);
     } else if (described.state === "done") {
-      showProgress(`Done: ${total} of ${total} frames`, total, total);
+      showProgress(`Done: ${done} frames`, 1, 1); // the total was the container's estimate
     } else {
       showProgress(`${described.state[0].toUpperCase()}${described.state.slice(1)} after ${done} of ${total} frames`,
         done, total);
@@ -115,7 +115,7 @@ export function setUpVideo({ announce, messageOf, options, dropZone, showTab }) 
       $("video-pair").hidden = false;
       $("video-after-figure").hidden = false;
       $("video-done").hidden = false;
-      announce(`Done: ${name} is cartoonized (${described.progress.frames_total} frames).`);
+      announce(`Done: ${name} is cartoonized (${described.progress.frames_done} frames).`);
     } else if (described.state === "failed") {
       announce(`Failed: ${described.error ? described.error.message : "the service gave no reason"}`);
     } else if (described.state === "lost") {
