@@ -181,7 +181,7 @@ def test_files_that_are_not_clips_get_clear_messages(open_context, service_url, 
     page.click("#video-run")
     refused = httpx.post(f"{service_url}/v1/jobs", content=fake.read_bytes(),
                          headers={"Content-Type": "video/mp4"}, timeout=60)
-    assert refused.status_code >= 400
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "not_a_video")
     message = refused.json()["error"]["message"]
     expect(page.locator("#status")).to_have_text(f"Failed: {message}", timeout=SLOW)
     expect(page.locator("#video-run")).to_be_enabled()
