@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from cartoon.errors import DeviceError, DeviceOutOfMemoryError
+from cartoon.errors import DeviceError, DeviceOutOfMemoryError, TooLargeForDeviceError
 
 # GPU memory a process uses outside torch's caching allocator: the CUDA context,
 # cuBLAS/cuDNN handles and workspaces, loaded kernels. Commonly 0.3 to 0.6 GiB on
@@ -114,7 +114,8 @@ def halve_on_out_of_memory(run: Callable[[np.ndarray], np.ndarray], batch: np.nd
     """``run(batch)``; on CUDA out-of-memory, runs each half once, then gives up.
 
     Raises:
-        DeviceOutOfMemoryError: when a half (or a batch of one) does not fit either.
+        TooLargeForDeviceError: when a batch of one does not fit: the piece never will.
+        DeviceOutOfMemoryError: when both halves do not fit either (other batches may).
     """
     try:
         return run(batch)
@@ -122,7 +123,8 @@ def halve_on_out_of_memory(run: Callable[[np.ndarray], np.ndarray], batch: np.nd
         pass  # retried outside the handler, whose traceback still holds the failed pass's tensors
     if len(batch) < 2:
         _release_cached_memory()
-        raise DeviceOutOfMemoryError(f"one piece of shape {batch.shape[1:]} does not fit in GPU memory")
+        raise TooLargeForDeviceError(f"one piece of shape {tuple(batch.shape[1:])} does not fit in the GPU memory "
+                                     "this replica may use")
     _release_cached_memory()
     middle = len(batch) // 2
     try:

@@ -59,6 +59,16 @@ class DeviceOutOfMemoryError(Exception):
     code = "out_of_memory"
 
 
+class TooLargeForDeviceError(Exception):
+    """One piece alone does not fit in the GPU memory this replica may use; a retry cannot help.
+
+    Attributes:
+        code: a stable machine-readable name, echoed in HTTP error bodies.
+    """
+
+    code = "too_large_for_device"
+
+
 class NotAVideoError(CartoonError):
     """The bytes are not a video in a container we take (MP4, MOV, Matroska, WebM), or hold no video stream."""
 

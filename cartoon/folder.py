@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,16 +25,14 @@ from tqdm import tqdm
 
 from cartoon import folder_video
 from cartoon.errors import CartoonError, WeightsError
+from cartoon.images import INPUT_SUFFIXES, SUFFIX_BY_FORMAT
 from cartoon.pipeline import Options, Pipeline
+from cartoon.retry import backoff_s
 from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-SUFFIX_BY_FORMAT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 RETRIED_STATUSES = {503, 504}
 MAX_ATTEMPTS = 8  # per photo: the first try and up to 7 retries
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 30.0
 API_KEY_VARIABLE = "CARTOON_API_KEY"
 
 
@@ -75,20 +72,6 @@ class Tally:
     failures: list[dict] = field(default_factory=list)
 
 
-def backoff_s(attempt: int, retry_after: float | None) -> float:
-    """Seconds to wait before retry number ``attempt + 1``.
-
-    Exponential from BACKOFF_BASE_S, capped at BACKOFF_CAP_S, with full jitter over its
-    upper half so that clients told to wait together do not come back together; never
-    less than the service's Retry-After.
-    """
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
-    delay = random.uniform(ceiling / 2, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after + random.uniform(0.0, BACKOFF_BASE_S))
-    return delay
-
-
 def plan(input_dir: Path, output_dir: Path, format: str, overwrite: bool, tally: Tally) -> tuple[list[Task], int]:
     """The photos to do, in path order; counts existing outputs in ``tally.skipped``.
 
@@ -106,7 +89,7 @@ def plan(input_dir: Path, output_dir: Path, format: str, overwrite: bool, tally:
             continue
         if folder_video.is_video(source):
             target = output_dir / relative
-        elif source.suffix.lower() in IMAGE_SUFFIXES:
+        elif source.suffix.lower() in INPUT_SUFFIXES:
             target = output_dir / relative.with_suffix(suffix)
         else:
             ignored += 1
@@ -282,7 +265,7 @@ async def _main(args: argparse.Namespace, options: Options, tally: Tally, starte
                 await asyncio.sleep(backoff_s(attempt, failure.retry_after))
         tasks, ignored = plan(args.input_dir, args.output, options.format, args.overwrite, tally)
         if ignored:
-            known = sorted(IMAGE_SUFFIXES | folder_video.VIDEO_SUFFIXES)
+            known = sorted(INPUT_SUFFIXES | folder_video.VIDEO_SUFFIXES)
             print(f"ignored {ignored} files without an image or video suffix ({', '.join(known)})")
         started.append(time.perf_counter())
         with tqdm(total=len(tasks), unit="img", dynamic_ncols=True) as bar:

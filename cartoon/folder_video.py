@@ -14,8 +14,10 @@ stopped (Ctrl-C) cancels the job it was following.
 import asyncio
 from pathlib import Path
 
-MEDIA_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm", ".mkv": "video/x-matroska"}
-VIDEO_SUFFIXES = set(MEDIA_TYPES)
+from cartoon.video import OUTPUT_FORMATS
+
+# The containers the service takes are the ones it writes.
+VIDEO_SUFFIXES = frozenset(f".{name}" for name in OUTPUT_FORMATS)
 POLL_S = 1.0
 # A lost job costs the whole clip again, so it is sent again fewer times than a request.
 MAX_SUBMISSIONS = 3
@@ -33,9 +35,9 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def _job_params(photo_params: dict, suffix: str) -> dict:
+def _job_params(photo_params: dict, container: str) -> dict:
     """The photos' parameters (style, strength, max_side), the clip's container instead of their format."""
-    return {**{name: value for name, value in photo_params.items() if name != "format"}, "format": suffix[1:]}
+    return {**{name: value for name, value in photo_params.items() if name != "format"}, "format": container}
 
 
 async def _cancel(backend, job_id: str) -> None:
@@ -46,12 +48,12 @@ async def _cancel(backend, job_id: str) -> None:
         pass
 
 
-async def _finished_job(backend, data: bytes, suffix: str, with_retries, tally) -> dict:
+async def _finished_job(backend, data: bytes, container: str, with_retries, tally) -> dict:
     """Sends the clip and follows its job until it is done; returns the job."""
     for submission in range(MAX_SUBMISSIONS):
         job = (await with_retries(lambda: backend.send(
-            "POST", "/v1/jobs", params=_job_params(backend.params, suffix.lower()), content=data,
-            headers={"Content-Type": MEDIA_TYPES[suffix.lower()]},
+            "POST", "/v1/jobs", params=_job_params(backend.params, container), content=data,
+            headers={"Content-Type": OUTPUT_FORMATS[container][3]},
         ), tally)).json()
         try:
             while job["state"] in ("queued", "running"):
@@ -85,5 +87,5 @@ async def cartoonize(backend, data: bytes, suffix: str, with_retries, tally) -> 
     """
     if not hasattr(backend, "send"):
         raise JobError("video clips are cartoonized by the service: give --url")
-    job = await _finished_job(backend, data, suffix, with_retries, tally)
+    job = await _finished_job(backend, data, suffix.lower().lstrip("."), with_retries, tally)
     return (await with_retries(lambda: backend.send("GET", f"/v1/jobs/{job['id']}/result"), tally)).content

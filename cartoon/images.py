@@ -18,7 +18,12 @@ from cartoon.errors import (
 INPUT_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO"})
 # The Pillow plugins ``Image.open`` may try, in a fixed order (JPEG opens MPO files).
 ACCEPTED_PLUGINS = tuple(sorted(INPUT_FORMATS - {"MPO"}))
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
+# File suffixes of the input formats, for clients walking folders (cartoonize-batch).
+INPUT_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# Output formats: their media types and file suffixes.
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+SUFFIX_BY_FORMAT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+OUTPUT_FORMATS = tuple(MEDIA_TYPES)
 DEFAULT_MAX_PIXELS = 40_000_000
 
 

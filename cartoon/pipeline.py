@@ -142,9 +142,6 @@ class Result:
     batch_sizes: list[int]
 
 
-MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-
-
 @contextmanager
 def timed(timings: dict[str, float], name: str):
     start = time.perf_counter()
@@ -279,7 +276,7 @@ class Composer:
             data = images.encode(picture, job.options.format, job.options.quality, job.alpha)
         return Result(
             data=data,
-            media_type=MEDIA_TYPES[job.options.format],
+            media_type=images.MEDIA_TYPES[job.options.format],
             width=job.width,
             height=job.height,
             faces=job.faces,

@@ -13,6 +13,7 @@ import ray
 import torch
 from ray import serve
 
+from cartoon.capacity import seconds_per_image, typical_pieces
 from cartoon.device import cap_memory, resolve_device
 from cartoon.inference import ImagesInFlight, choose_mode, forward_threads
 from cartoon.pipeline import Job
@@ -50,10 +51,10 @@ class Cartoonizer:
     forward runs at a time, on one thread, whichever queue its batch came from.
     """
 
-    def __init__(self, args: AppArgs):
+    def __init__(self, args: AppArgs, registry: StyleRegistry):
         # Counted machine-wide: the replicas on one machine share its cores.
         self.images_in_flight = ImagesInFlight()
-        self.registry = StyleRegistry.from_directory(args.styles_dir)
+        self.registry = registry
         context = ray.get_runtime_context()
         resources = context.get_assigned_resources()
         # CUDA only on a GPU Ray assigned: "auto" on a GPU host must not take a GPU
@@ -76,12 +77,24 @@ class Cartoonizer:
         self.launches = LaunchCounter()
         self.reconfigure(BatchingConfig().model_dump())  # Serve then applies the user_config
 
+        def build(style: str) -> Stylizer | SimulatedStylizer:
+            return simulated or Stylizer.from_style(self.registry.get(style), self.device, self.precision)
+
+        # The default style is loaded and timed before the replica reports itself up, so
+        # a running replica is one whose model really ran, and the Ingress admits a first
+        # burst by what that forward cost (cartoon.capacity).
+        started = {self.registry.default: build(self.registry.default)}
+        self.seconds_per_image = seconds_per_image(
+            started[self.registry.default].run,
+            typical_pieces(args.process_side, args.tile, args.halo),
+            time.thread_time if self.device.type == "cpu" and not simulated else time.perf_counter,
+        )
+        _logger.info("a typical image costs the UNet %.3f s of one core", self.seconds_per_image)
+
         async def load(style: str) -> Stylizer | SimulatedStylizer:
-            if simulated:
-                return simulated
-            return await asyncio.to_thread(
-                Stylizer.from_style, self.registry.get(style), self.device, self.precision
-            )
+            if style in started:
+                return started.pop(style)
+            return await asyncio.to_thread(build, style)
 
         # Wrapped here rather than decorated, so the LRU size can come from the config.
         self._load_style = serve.multiplexed(max_num_models_per_replica=args.styles_per_replica)(load)
@@ -203,14 +216,17 @@ class Cartoonizer:
         # skipped and removed by the others (ImagesInFlight).
         self.images_in_flight.close()
 
-    async def styles_loaded(self) -> dict:
-        """Loads the default style, so readiness means the model can really run.
+    def inference(self) -> dict:
+        """How the UNet runs here (``InferenceMode.describe``) and what a typical image costs it.
 
-        Returns:
-            How the UNet runs here (``InferenceMode.describe``), for ``/readyz``.
+        ``seconds_per_image`` was measured by a forward at start-up (``cartoon.capacity``);
+        the Ingress admits by it until it has measured its own throughput.
         """
-        await self._load_style(self.registry.default)
-        return {**self.mode.describe(), "max_cpu_threads": self.max_threads}
+        return {
+            **self.mode.describe(),
+            "max_cpu_threads": self.max_threads,
+            "seconds_per_image": round(self.seconds_per_image, 4),
+        }
 
     def batching_stats(self) -> dict:
         """This replica's launches so far and its current batch wait (for the benchmarks)."""

@@ -12,8 +12,8 @@ from deployments.settings import AppArgs
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
 class FaceAligner:
-    def __init__(self, args: AppArgs):
-        self.preparer = Preparer(args.pipeline_settings(), StyleRegistry.from_directory(args.styles_dir))
+    def __init__(self, args: AppArgs, registry: StyleRegistry):
+        self.preparer = Preparer(args.pipeline_settings(), registry)
 
     def prepare(self, data: bytes, options: Options, deadline: float = 0.0) -> Job:
         """Raises the typed ``cartoon.errors`` for bad images; the ingress maps them to 4xx.

@@ -73,8 +73,13 @@ class AppArgs(BaseModel):
     replica_retries: int = Field(
         2, ge=0, description="times a request whose replica died is sent again, within its deadline"
     )
+    poison_ttl_s: float = Field(
+        3600.0, ge=0, description="seconds an input a replica process died on is refused (422 poison_input)"
+    )
     min_in_flight: int = Field(
-        8, ge=1, description="images each Ingress replica admits before (and at least, after) measuring its throughput"
+        8, ge=1,
+        description="images each Ingress replica admits at least, and while neither its throughput nor the "
+        "Cartoonizers' start-up forward is known",
     )
     max_in_flight: int = Field(
         200, ge=1, description="requests each Ingress replica admits at most, whatever its throughput"

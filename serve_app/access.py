@@ -26,10 +26,10 @@ from deployments.settings import AppArgs
 from serve_app.errors import ApiError
 
 API_KEY_ENV = "CARTOON_API_KEY"
-# Probes need no key: orchestrators call them without one. The web page and the docs
-# page are static files holding no data; they must load to ask the person for the key,
-# and every call they make to the API carries it.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs"})
+# Probes need no key: orchestrators call them without one. The web page, the docs page
+# and the schema it renders hold no data; they must load to ask the person for the key
+# (the docs' Authorize button), and every call they make to the API carries it.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/", "/docs/assets/")
 # Headers a browser page may read from answers when CORS is on.
 EXPOSED_HEADERS = ["X-Request-Id", "X-Faces", "X-Batch-Sizes", "Server-Timing", "Retry-After"]

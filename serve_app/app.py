@@ -2,18 +2,32 @@
 
 from ray.serve import Application
 
+from cartoon.styles import StyleRegistry
 from deployments.cartoonizer import Cartoonizer
 from deployments.face_aligner import FaceAligner
 from deployments.postprocessor import Postprocessor
-from serve_app.ingress import Ingress
 from deployments.settings import AppArgs
+from serve_app.ingress import Ingress
+
+# A replica told to stop finishes its requests first; seconds beyond the request
+# timeout for the last stage's answer to reach the client.
+SHUTDOWN_MARGIN_S = 5.0
 
 
 def build_app(args: AppArgs) -> Application:
-    """Ingress -> FaceAligner -> Cartoonizer -> Postprocessor, every knob from ``args``."""
-    return Ingress.bind(
-        FaceAligner.bind(args),
-        Cartoonizer.bind(args),
-        Postprocessor.bind(),
+    """Ingress -> FaceAligner -> Cartoonizer -> Postprocessor, every knob from ``args``.
+
+    The style registry is read here, once, and handed to every replica, so all of them
+    serve the same styles even if ``registry.json`` changes while replicas start.
+    Every replica waits out the request timeout when it is stopped (a downscale, a
+    redeploy), so no admitted request is cut off; Serve's own default is 20 s.
+    """
+    registry = StyleRegistry.from_directory(args.styles_dir)
+    shutdown = {"graceful_shutdown_timeout_s": args.request_timeout_s + SHUTDOWN_MARGIN_S}
+    return Ingress.options(**shutdown).bind(
+        FaceAligner.options(**shutdown).bind(args, registry),
+        Cartoonizer.options(**shutdown).bind(args, registry),
+        Postprocessor.options(**shutdown).bind(),
         args,
+        registry,
     )

@@ -8,6 +8,7 @@ from cartoon.errors import (
     CorruptImageError,
     DeviceOutOfMemoryError,
     NotAnImageError,
+    TooLargeForDeviceError,
     TooManyPiecesError,
     TooManyPixelsError,
     UnsupportedFormatError,
@@ -20,6 +21,7 @@ STATUS_BY_ERROR = {
     TooManyPixelsError: 413,
     UnsupportedFormatError: 415,
     TooManyPiecesError: 422,
+    TooLargeForDeviceError: 422,
 }
 # Statuses Starlette raises itself (no route, wrong method), with our stable codes.
 CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}
@@ -64,6 +66,20 @@ def _causes(exc: BaseException):
 def replica_lost(exc: BaseException) -> bool:
     """Whether a replica died under the request (its node lost, its process killed)."""
     return any(isinstance(cause, (ActorDiedError, ActorUnavailableError)) for cause in _causes(exc))
+
+
+# How Ray words the death of a replica's *process* (a crash, an out-of-memory kill), as
+# opposed to its node dying or an operator's ray.kill: only the former may be the
+# input's doing (serve_app.resend).
+CRASH_MARKERS = ("worker process has died", "Worker unexpectedly exits")
+
+
+def replica_crashed(exc: BaseException) -> bool:
+    """Whether a replica's process died while working on the request."""
+    return any(
+        isinstance(cause, ActorDiedError) and any(marker in str(cause) for marker in CRASH_MARKERS)
+        for cause in _causes(exc)
+    )
 
 
 def deadline_error(timeout_s: float) -> ApiError:

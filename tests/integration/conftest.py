@@ -26,7 +26,7 @@ from serve_app.local import deploy_config, free_port
 ROOT = Path(__file__).resolve().parents[2]
 # Logical CPUs for the session: the main app's replicas need 2 at most, each extra
 # app 1.5; the 2-core CI machine runs them all, only more slowly.
-RAY_CPUS = 9
+RAY_CPUS = 11
 DCTNET_FIXTURE = ROOT / "tests" / "fixtures" / "dctnet" / "addv2"
 DCTNET_STYLE = "dctnet-fixture"
 OVERLOADED_RETRY_AFTER_S = 7
@@ -85,14 +85,19 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
     key_file.write_text(API_KEY + "\n")
     app = config["applications"][0]
     config["applications"] += [
-        # One request at a time and one waiting: the rest must get 503, with this
-        # Retry-After (not the default, so the header is seen to come from the config).
-        variant(app, "overloaded", {"retry_after_s": OVERLOADED_RETRY_AFTER_S},
+        # One image admitted at a time, one request at a time and one waiting in the
+        # FaceAligner: the rest must get 503, with this Retry-After (not the default,
+        # so the header is seen to come from the config).
+        variant(app, "overloaded", {"retry_after_s": OVERLOADED_RETRY_AFTER_S, "min_in_flight": 1,
+                                    "max_in_flight": 1},
                 {"FaceAligner": {"max_ongoing_requests": 1, "max_queued_requests": 1}}),
         # A deadline no real photo can meet: 504.
         variant(app, "deadline", {"request_timeout_s": 0.5}, {}),
         # A converted DCT-Net style served next to the default ones.
         variant(app, "dctnet", {"styles_dir": str(dctnet_styles_dir)}, {}),
+        # Untouched until the burst test: its Ingress has measured nothing when the
+        # burst arrives, as after a fresh `serve run`.
+        variant(app, "fresh", {}, {}),
         # An API key from a file and one CORS origin; its replicas are also the ones
         # the fault tests kill.
         variant(app, "guarded", {"api_key_file": str(key_file), "cors_origins": [ALLOWED_ORIGIN]}, {}),

@@ -17,7 +17,7 @@ from cartoon.device import (
     memory_fraction,
     resolve_device,
 )
-from cartoon.errors import DeviceError, DeviceOutOfMemoryError
+from cartoon.errors import DeviceError, DeviceOutOfMemoryError, TooLargeForDeviceError
 from cartoon.styles import Stylizer
 from cartoon.unet import UNetConfig, random_generator
 from serve_app.errors import to_api_error
@@ -169,9 +169,17 @@ def test_halves_that_run_out_of_memory_too_give_a_typed_error(heads):
 
 def test_a_single_piece_out_of_memory_is_not_retried(heads):
     stylizer = stylizer_failing_above(0)
-    with pytest.raises(DeviceOutOfMemoryError, match="one piece"):
+    with pytest.raises(TooLargeForDeviceError, match="one piece"):
         stylizer.run(heads[:1], "head")
     assert stylizer.models["head"].batches == [1]
+
+
+def test_a_piece_that_never_fits_is_a_422_not_a_retryable_503():
+    cause = TooLargeForDeviceError("one piece of shape (4096, 4096, 3) does not fit in the GPU memory")
+    wrapped = RayTaskError("Cartoonizer.stylize", "Traceback ...", cause, proctitle="test", ip="127.0.0.1")
+    for exc in (cause, wrapped.as_instanceof_cause()):
+        error = to_api_error(exc, retry_after_s=2, timeout_s=60)
+        assert (error.status, error.code, error.headers) == (422, "too_large_for_device", {})
 
 
 def test_other_errors_are_not_retried():

@@ -1,18 +1,18 @@
-"""cartoonize-batch without a service: planning, backoff, and the in-process pipeline."""
+"""cartoonize-batch without a service: planning, backoff (cartoon.retry), and the in-process pipeline."""
 
 import json
 
-from cartoon import folder, images
+from cartoon import folder, images, retry
 from tests import clips, photos
 
 
 def test_backoff_grows_to_its_cap_and_honours_retry_after():
     for attempt in range(12):
-        ceiling = min(folder.BACKOFF_CAP_S, folder.BACKOFF_BASE_S * 2**attempt)
-        delays = [folder.backoff_s(attempt, None) for _ in range(50)]
+        ceiling = min(retry.BACKOFF_CAP_S, retry.BACKOFF_BASE_S * 2**attempt)
+        delays = [retry.backoff_s(attempt, None) for _ in range(50)]
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
         assert len(set(delays)) > 1  # jittered
-    assert all(folder.backoff_s(0, 5.0) >= 5.0 for _ in range(50))
+    assert all(retry.backoff_s(0, 5.0) >= 5.0 for _ in range(50))
 
 
 def test_plan_mirrors_the_tree_skips_existing_outputs_and_reports_name_clashes(tmp_path):

@@ -36,3 +36,28 @@ def test_an_empty_key_file_is_refused(tmp_path):
     (tmp_path / "key").write_text("\n")
     with pytest.raises(pydantic.ValidationError, match="api_key_file"):
         AppArgs(api_key_file=str(tmp_path / "key"))
+
+
+def _deployments(app) -> dict:
+    """Every bound deployment of an application, by name."""
+    found = {}
+    pending = [app._bound_deployment]
+    while pending:
+        deployment = pending.pop()
+        found[deployment.name] = deployment
+        pending += [arg._bound_deployment for arg in deployment.init_args if hasattr(arg, "_bound_deployment")]
+    return found
+
+
+def test_every_replica_waits_out_the_request_timeout_when_stopped():
+    deployments = _deployments(call_user_app_builder_with_args_if_necessary(build_app, {"request_timeout_s": 90}))
+    assert set(deployments) == {"Ingress", "FaceAligner", "Cartoonizer", "Postprocessor"}
+    for deployment in deployments.values():
+        assert deployment._deployment_config.graceful_shutdown_timeout_s >= 90, deployment.name
+
+
+def test_the_registry_is_read_once_and_handed_to_every_replica():
+    deployments = _deployments(call_user_app_builder_with_args_if_necessary(build_app, {}))
+    registries = [arg for deployment in deployments.values() for arg in deployment.init_args
+                  if type(arg).__name__ == "StyleRegistry"]
+    assert len(registries) == 3 and all(registry is registries[0] for registry in registries)
