@@ -143,7 +143,7 @@ def test_job_followed_across_a_reload_then_cancelled(open_context, service_url, 
     with page.expect_response(lambda response: response.url.split("?")[0].endswith("/v1/jobs")) as answered:
         page.click("#video-run")
     assert answered.value.status == 202
-    job_id = answered.value.json()["id"]
+    job_id = answered.value.headers["location"].rsplit("/", 1)[1]
     expect(page.locator("#status")).to_have_text("long.webm is queued.")
 
     page.reload()
