@@ -51,15 +51,15 @@ def _cartoonize_video(args: argparse.Namespace, pipeline: Pipeline, options: Opt
 
     settings = ClipSettings(tracker=TrackerSettings(detect_every=args.detect_every),
                             max_output_pixels=pipeline.settings.max_output_pixels)
-    start = time.perf_counter()
-    written = asyncio.run(cartoonize_clip(
+    clip = asyncio.run(cartoonize_clip(
         args.input, args.output, info, output_format, options, LocalStages(pipeline, style.name),
         pipeline.preparer.detector, stylizer.finish, settings, report,
     ))
-    seconds = time.perf_counter() - start
     print(file=sys.stderr)
-    print(f"{args.input} -> {args.output} ({written} frames at {float(info.fps):.3f} fps, "
-          f"audio {info.audio_codec or 'none'}, {written / seconds:.2f} frames/s)")
+    print(f"{args.input} -> {args.output} ({clip.frames} frames at {float(info.fps):.3f} fps, "
+          f"audio {info.audio_codec or 'none'}, {clip.frames / clip.seconds:.2f} frames/s)")
+    for stage, seconds in clip.stage_seconds.items():
+        print(f"  {stage:<16} {1000.0 * seconds / max(1, clip.frames):8.1f} ms per frame")
     return 0
 
 

@@ -49,6 +49,15 @@ class Progress:
                 "fps": round(self.fps, 2), "eta_s": None if self.eta_s is None else round(self.eta_s, 1)}
 
 
+@dataclass
+class ClipReport:
+    frames: int  # frames written
+    seconds: float  # wall time, end to end
+    # Busy time of each step, summed over frames (steps overlap); align, background and
+    # unet as the stages timed themselves (unet: from the frame's arrival at the UNet).
+    stage_seconds: dict[str, float]
+
+
 class FrameStages(Protocol):
     """Where a frame's unordered work runs: in this process or through the served graph."""
 
@@ -88,8 +97,8 @@ async def cartoonize_clip(
     finish: Finish | None,
     settings: ClipSettings = ClipSettings(),
     on_progress: Callable[[Progress], None] = lambda progress: None,
-) -> int:
-    """Cartoonizes every frame of ``source`` into ``destination``; returns the frames written.
+) -> ClipReport:
+    """Cartoonizes every frame of ``source`` into ``destination``.
 
     ``on_progress`` is called after each frame written; an exception it raises (a job
     cancelled) stops the clip, as does cancelling this coroutine. The destination is
@@ -104,9 +113,25 @@ async def cartoonize_clip(
     threads = {name: ThreadPoolExecutor(1, thread_name_prefix=f"clip-{name}")
                for name in ("decode", "track", "finish", "encode")}
     loop = asyncio.get_running_loop()
+    busy = dict.fromkeys(("decode", "track", "align", "background", "unet", "finish", "compose", "encode"), 0.0)
+    clip_start = time.perf_counter()
+
+    def timed_call(name: str, function, *args):
+        start = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            busy[name] += time.perf_counter() - start
 
     def on(name: str, function, *args):
-        return loop.run_in_executor(threads[name], function, *args)
+        return loop.run_in_executor(threads[name], timed_call, name, function, *args)
+
+    async def timed_stage(name: str, coroutine):
+        start = time.perf_counter()
+        try:
+            return await coroutine
+        finally:
+            busy[name] += time.perf_counter() - start
 
     decoded = video.frames(source, info.rotation)
     writer = await on("encode", video.VideoWriter, destination, source, info, output_format,
@@ -132,9 +157,11 @@ async def cartoonize_clip(
         while (item := await stylized.get()) is not None:
             pts, track_ids, cut, job = item
             job = await job
+            for stage in ("align", "background", "unet"):
+                busy[stage] += job.timings.get(stage, 0.0) / 1000.0
             if temporal is not None:
                 job = await on("finish", _finish_job, temporal, job, track_ids, cut)
-            await composed.put((pts, started(stages.compose(job))))
+            await composed.put((pts, started(timed_stage("compose", stages.compose(job)))))
         await composed.put(None)
 
     async def encode_in_order() -> int:
@@ -152,7 +179,7 @@ async def cartoonize_clip(
         steps = [started(read_and_track()), started(finish_in_order()), started(encode_in_order())]
         written = (await asyncio.gather(*steps))[2]
         await on("encode", writer.close)
-        return written
+        return ClipReport(written, time.perf_counter() - clip_start, busy)
     except BaseException:
         for task in tasks:
             task.cancel()

@@ -77,6 +77,8 @@ def probe(source: str | Path, limits: VideoLimits = VideoLimits()) -> VideoInfo:
     try:
         container = av.open(str(source))
     except av.FFmpegError as exc:
+        if _has_video_signature(source):
+            raise CorruptVideoError(f"the video is broken or truncated: {exc}") from exc
         raise NotAVideoError("the file is not a video (MP4, MOV, MKV or WebM)") from exc
     with container:
         if container.format.name not in INPUT_DEMUXERS or not container.streams.video:
@@ -110,6 +112,13 @@ def probe(source: str | Path, limits: VideoLimits = VideoLimits()) -> VideoInfo:
             time_base=Fraction(stream.time_base),
             audio_codec=audio,
         )
+
+
+def _has_video_signature(source: str | Path) -> bool:
+    """Whether the file starts as MP4/MOV (an ``ftyp`` box) or Matroska/WebM (EBML) do."""
+    with open(source, "rb") as handle:
+        head = handle.read(12)
+    return head[4:8] == b"ftyp" or head.startswith(b"\x1a\x45\xdf\xa3")
 
 
 def _duration_s(container, stream) -> float:

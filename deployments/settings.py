@@ -1,6 +1,7 @@
 """Every knob of the application, typed, with defaults that run on a CPU-only laptop."""
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -90,6 +91,24 @@ class AppArgs(BaseModel):
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed by CORS, e.g. https://app.example.com; empty = off"
     )
+    jobs_dir: str = Field(
+        str(Path(tempfile.gettempdir()) / "cartoon-jobs"),
+        description="video jobs' state, uploads and results; shared by the Ingress replicas (a shared volume on a cluster)",
+    )
+    max_video_bytes: int = Field(200 * 1024 * 1024, ge=1, description="video upload limit (413 above)")
+    max_video_seconds: float = Field(600.0, gt=0, description="longest video taken (413 video_too_long above)")
+    max_video_pixels: int = Field(
+        1920 * 1080, ge=1, description="largest video frame, width x height (413 too_many_pixels above)"
+    )
+    video_jobs_per_replica: int = Field(1, ge=1, description="video jobs each Ingress replica runs at once; the rest queue")
+    video_frames_in_flight: int = Field(
+        8, ge=1, description="frames of one job between decoding and encoding at once (sent through the graph together)"
+    )
+    video_detect_every: int = Field(5, ge=1, description="frames between face detections in a video (tracked in between)")
+    job_lost_after_s: float = Field(
+        30.0, gt=0, description="a queued or running job whose replica has not written for this long is reported lost"
+    )
+    job_retention_s: float = Field(86400.0, gt=0, description="finished jobs and their files are deleted after this")
 
     @model_validator(mode="after")
     def _consistent(self) -> "AppArgs":

@@ -96,7 +96,7 @@ class AccessMiddleware:
             cors = CORSMiddleware(
                 self._checked,
                 allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST"],
+                allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-Id"],
                 expose_headers=EXPOSED_HEADERS,
             )

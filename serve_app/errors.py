@@ -5,13 +5,17 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError
 from ray.serve.exceptions import BackPressureError
 
 from cartoon.errors import (
+    AudioNotMuxableError,
     CorruptImageError,
+    CorruptVideoError,
     DeviceOutOfMemoryError,
     NotAnImageError,
+    NotAVideoError,
     TooLargeForDeviceError,
     TooManyPiecesError,
     TooManyPixelsError,
     UnsupportedFormatError,
+    VideoTooLongError,
 )
 from deployments.deadlines import DeadlineExceeded
 
@@ -22,6 +26,10 @@ STATUS_BY_ERROR = {
     UnsupportedFormatError: 415,
     TooManyPiecesError: 422,
     TooLargeForDeviceError: 422,
+    NotAVideoError: 400,
+    CorruptVideoError: 400,
+    VideoTooLongError: 413,
+    AudioNotMuxableError: 422,
 }
 # Statuses Starlette raises itself (no route, wrong method), with our stable codes.
 CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}

@@ -32,6 +32,9 @@ DCTNET_STYLE = "dctnet-fixture"
 OVERLOADED_RETRY_AFTER_S = 7
 API_KEY = "integration-test-key-6f1c"
 ALLOWED_ORIGIN = "https://cartoon.example.com"
+# The video jobs app's limits, small enough for the test clips to cross them.
+JOBS_LIMITS = {"max_video_bytes": 400_000, "max_video_seconds": 3.0, "max_video_pixels": 120_000,
+               "job_lost_after_s": 3.0}
 
 
 def load_config() -> dict:
@@ -84,6 +87,7 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
     key_file = tmp_path_factory.mktemp("secrets") / "api-key"
     key_file.write_text(API_KEY + "\n")
     app = config["applications"][0]
+    app.setdefault("args", {})["jobs_dir"] = str(tmp_path_factory.mktemp("jobs"))
     config["applications"] += [
         # One image admitted at a time, one request at a time and one waiting in the
         # FaceAligner: the rest must get 503, with this Retry-After (not the default,
@@ -101,6 +105,9 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
         # An API key from a file and one CORS origin; its replicas are also the ones
         # the fault tests kill.
         variant(app, "guarded", {"api_key_file": str(key_file), "cors_origins": [ALLOWED_ORIGIN]}, {}),
+        # Video jobs with small limits and a short heartbeat, in a folder of their own;
+        # its Ingress is the one the lost-job test kills.
+        variant(app, "jobs", {"jobs_dir": str(tmp_path_factory.mktemp("small_jobs")), **JOBS_LIMITS}, {}),
     ]
     ray.init(
         num_cpus=RAY_CPUS,

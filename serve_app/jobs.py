@@ -1,0 +1,353 @@
+"""Video jobs over HTTP: POST a clip, poll its progress, fetch the cartoonized clip, or cancel.
+
+``router`` is included in the Ingress's FastAPI app. A job runs in the Ingress replica
+that took it (``JobRunner``), as an asyncio task: decoding, face tracking, the temporal
+finish and encoding run on its threads (``cartoon.clip``), and every frame goes through
+the served graph, FaceAligner -> Cartoonizer -> Postprocessor, several frames at once, so
+the Cartoonizer batches their pieces with every other request's. State, upload and
+result live on disk (``serve_app.job_store``), so every replica answers for every job,
+and a job whose replica is gone is reported lost.
+"""
+
+import asyncio
+import logging
+import shutil
+import time
+from dataclasses import replace
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from cartoon import video
+from cartoon.clip import ClipSettings, Progress, cartoonize_clip
+from cartoon.faces import Face, FaceDetector
+from cartoon.finish import FINISHES
+from cartoon.pipeline import Job, Options
+from cartoon.styles import StyleRegistry
+from cartoon.tracking import TrackerSettings
+from deployments.settings import AppArgs
+from serve_app.errors import ERROR_SCHEMA, ApiError, replica_lost, to_api_error
+from serve_app.job_store import JobStore
+
+_logger = logging.getLogger("ray.serve")
+
+CHUNK_BYTES = 1 << 20
+# A frame refused by a full queue or caught by a dying replica is sent again after this
+# (doubled each time, ``FRAME_RETRIES`` times): a long job must not fail on one busy moment.
+FRAME_RETRY_S = 0.5
+FRAME_RETRIES = 6
+
+JOB_SCHEMA = {
+    "type": "object",
+    "required": ["id", "state", "progress", "error"],
+    "properties": {
+        "id": {"type": "string"},
+        "state": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled", "lost"]},
+        "progress": {
+            "type": "object",
+            "properties": {"frames_done": {"type": "integer"}, "frames_total": {"type": "integer"},
+                           "fps": {"type": "number"}, "eta_s": {"type": ["number", "null"]}},
+        },
+        "error": {"oneOf": [{"type": "null"}, ERROR_SCHEMA["properties"]["error"]]},
+        "format": {"type": "string"},
+        "media_type": {"type": "string"},
+        "created_at": {"type": "number"},
+        "updated_at": {"type": "number"},
+    },
+}
+VIDEO_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            **{media_type: {"schema": {"type": "string", "format": "binary"}}
+               for media_type in ("video/mp4", "video/quicktime", "video/webm", "video/x-matroska",
+                                  "application/octet-stream")},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["video"],
+                                               "properties": {"video": {"type": "string", "format": "binary"}}}},
+        },
+    }
+}
+
+
+def _errors(*pairs: tuple[int, str]) -> dict:
+    return {status: {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+            for status, description in pairs}
+
+
+router = APIRouter(prefix="/v1/jobs", tags=["video jobs"])
+
+
+class JobRunner:
+    """The video jobs of one Ingress replica, and the disk they live on."""
+
+    def __init__(self, args: AppArgs, aligner: DeploymentHandle, cartoonizer: DeploymentHandle,
+                 postprocessor: DeploymentHandle):
+        self.args = args
+        self.store = JobStore(args.jobs_dir, args.job_lost_after_s)
+        self.registry = StyleRegistry.from_directory(args.styles_dir)
+        self.detector = FaceDetector(args.pipeline_settings().detector)
+        self.handles = (aligner, cartoonizer, postprocessor)
+        self.slots = asyncio.Semaphore(args.video_jobs_per_replica)
+        self.running: dict[str, asyncio.Task] = {}
+        self._heartbeat = asyncio.ensure_future(self._beat())
+
+    async def _beat(self) -> None:
+        """Keeps this replica's jobs from looking lost while they wait or run."""
+        while True:
+            await asyncio.sleep(self.args.job_lost_after_s / 4)
+            for job_id in list(self.running):
+                await asyncio.to_thread(self.store.update, job_id)
+
+    def submit(self, job_id: str, options: Options, output_format: str, info: video.VideoInfo) -> None:
+        task = asyncio.ensure_future(self._run(job_id, options, output_format, info))
+        self.running[job_id] = task
+        task.add_done_callback(lambda _: self.running.pop(job_id, None))
+
+    async def _run(self, job_id: str, options: Options, output_format: str, info: video.VideoInfo) -> None:
+        store = self.store
+        output = store.output_path(job_id, output_format)
+        last_write = 0.0
+
+        def on_progress(progress: Progress) -> None:
+            nonlocal last_write
+            if store.cancel_requested(job_id):
+                raise asyncio.CancelledError("cancelled by the client")
+            if time.monotonic() - last_write > 0.5 or progress.frames_done == progress.frames_total:
+                store.update(job_id, progress=progress.public())
+                last_write = time.monotonic()
+
+        try:
+            async with self.slots:
+                if store.cancel_requested(job_id):
+                    return
+                store.update(job_id, state="running", started_at=time.time())
+                settings = ClipSettings(tracker=TrackerSettings(detect_every=self.args.video_detect_every),
+                                        frames_in_flight=self.args.video_frames_in_flight,
+                                        max_output_pixels=self.args.max_output_pixels)
+                style = self.registry.get(options.style)
+                stages = ServedStages(*self.handles, style.name)
+                report = await cartoonize_clip(
+                    store.input_path(job_id), output, info, output_format, options, stages, self.detector,
+                    FINISHES[style.finish] if style.finish else None, settings, on_progress,
+                )
+            store.update(job_id, state="done", finished_at=time.time(), progress=Progress(
+                report.frames, report.frames, report.frames / report.seconds, 0.0).public())
+            store.input_path(job_id).unlink(missing_ok=True)
+        except asyncio.CancelledError:
+            output.unlink(missing_ok=True)
+            store.update(job_id, state="cancelled", error={"code": "cancelled", "message": "the job was cancelled"})
+        except Exception as exc:
+            output.unlink(missing_ok=True)
+            error = to_api_error(exc, self.args.retry_after_s, self.args.request_timeout_s)
+            if error is None:
+                _logger.exception("video job %s failed", job_id)
+                error = ApiError(500, "internal", "the video could not be processed; this is our bug")
+            store.update(job_id, state="failed", error=error.body()["error"], finished_at=time.time())
+
+
+class ServedStages:
+    """``cartoon.clip.FrameStages`` through the served graph, one call per frame and stage."""
+
+    def __init__(self, aligner: DeploymentHandle, cartoonizer: DeploymentHandle, postprocessor: DeploymentHandle,
+                 style: str):
+        self.aligner = aligner
+        self.cartoonizer = cartoonizer.options(multiplexed_model_id=style)
+        self.postprocessor = postprocessor
+
+    async def _retried(self, call):
+        """Awaits ``call()``, sent again while the graph is full or its replica died."""
+        for attempt in range(FRAME_RETRIES + 1):
+            try:
+                return await call()
+            except Exception as exc:
+                busy = isinstance(exc, BackPressureError) or replica_lost(exc)
+                if not busy or attempt == FRAME_RETRIES:
+                    raise
+                await asyncio.sleep(FRAME_RETRY_S * 2**attempt)
+
+    async def stylize(self, rgb: np.ndarray, faces: list[Face], options: Options) -> Job:
+        async def through_graph() -> Job:
+            pieces, full_size = (await self.aligner.prepare_frame.remote(rgb, options, faces)).split_full_size()
+            stylized = await self.cartoonizer.stylize.remote(pieces, finish=False)
+            return stylized.with_full_size(full_size)
+
+        return await self._retried(through_graph)
+
+    async def compose(self, job: Job) -> np.ndarray:
+        pieces, full_size = job.split_full_size()
+        return await self._retried(lambda: self.postprocessor.compose_frame.remote(pieces, full_size))
+
+
+_runner: JobRunner | None = None
+
+
+def runner() -> JobRunner:
+    """This replica's runner, made on first use from the Ingress's own config and handles."""
+    global _runner
+    if _runner is None:
+        ingress = serve.get_replica_context().servable_object
+        _runner = JobRunner(ingress.args, ingress.aligner, ingress.cartoonizer, ingress.postprocessor)
+    return _runner
+
+
+class JobQuery:
+    def __init__(
+        self,
+        style: str | None = Query(None, description="style name from GET /v1/styles; default style if omitted"),
+        strength: float = Query(1.0, ge=0.0, le=1.0, description="1 = full cartoon, 0 = the original"),
+        max_side: int | None = Query(None, ge=16, le=16384, description="cap on the frames' long side"),
+        format: Literal["mp4", "mov", "mkv", "webm"] = Query(
+            "mp4", description="output container: H.264 in mp4, mov and mkv, VP9 in webm; the audio is copied"
+        ),
+    ):
+        self.options = Options(style=style, strength=strength, max_side=max_side)
+        self.format = format
+
+
+def _public(state: dict) -> dict:
+    return {key: state[key] for key in ("id", "state", "progress", "error", "format", "media_type",
+                                        "created_at", "updated_at") if key in state}
+
+
+def _job_response(state: dict, status: int = 200, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(_public(state), status_code=status, headers=headers)
+
+
+def _not_found(job_id: str) -> ApiError:
+    return ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or deleted after its retention time)")
+
+
+async def _save_body(request: Request, path, limit: int) -> None:
+    """Streams the body to ``path``; the multipart field ``video`` when it is multipart."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"the body is {declared} bytes, over the limit of {limit}")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        await _stream_to(path, request.stream(), limit)
+        return
+    raw = path.with_suffix(".multipart")
+    await _stream_to(raw, request.stream(), limit)
+
+    async def chunks():
+        with raw.open("rb") as handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                yield chunk
+
+    try:
+        form = await MultiPartParser(request.headers, chunks(), max_files=1, max_fields=8).parse()
+    except MultiPartException as exc:
+        raise ApiError(400, "bad_multipart", f"the multipart body is malformed: {exc.message}") from exc
+    finally:
+        raw.unlink(missing_ok=True)
+    try:
+        upload = form.get("video")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "invalid_parameter", "a multipart body needs one file field 'video'")
+        with path.open("wb") as handle:
+            await asyncio.to_thread(shutil.copyfileobj, upload.file, handle)
+    finally:
+        await form.close()
+
+
+async def _stream_to(path, stream, limit: int) -> None:
+    size = 0
+    with path.open("wb") as handle:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "body_too_large", f"the body is over the limit of {limit} bytes")
+            handle.write(chunk)
+
+
+@router.post(
+    "",
+    status_code=202,
+    openapi_extra=VIDEO_BODY,
+    responses={
+        202: {"description": "the job, queued; `Location` names it", "content": {"application/json": {"schema": JOB_SCHEMA}}},
+        **_errors((400, "not a video or a broken one (not_a_video, corrupt_video, bad_multipart)"),
+                  (413, "over a limit (body_too_large, video_too_long, too_many_pixels)"),
+                  (422, "a bad parameter (invalid_parameter, unknown_style, audio_not_muxable)")),
+    },
+)
+async def submit_job(request: Request, query: JobQuery = Depends()) -> JSONResponse:
+    """Takes a video (MP4, MOV, MKV or WebM; the body, or multipart field `video`) and queues it.
+
+    Answers 202 at once with the job; poll `GET /v1/jobs/{id}`, then fetch `/result`.
+    Every frame is cartoonized; frame rate, timestamps, rotation and the audio are kept.
+    """
+    jobs = runner()
+    try:
+        style = jobs.registry.get(query.options.style).name
+    except KeyError as exc:
+        raise ApiError(422, "unknown_style", exc.args[0]) from exc
+    await asyncio.to_thread(jobs.store.purge, jobs.args.job_retention_s)
+    job_id = jobs.store.create({"format": query.format, "media_type": video.OUTPUT_FORMATS[query.format][3],
+                                "style": style})
+    try:
+        await _save_body(request, jobs.store.input_path(job_id), jobs.args.max_video_bytes)
+        limits = video.VideoLimits(jobs.args.max_video_seconds, jobs.args.max_video_pixels)
+        info = await asyncio.to_thread(video.probe, jobs.store.input_path(job_id), limits)
+        await asyncio.to_thread(video.check_output, jobs.store.input_path(job_id), query.format)
+    except BaseException as exc:
+        shutil.rmtree(jobs.store.root / job_id, ignore_errors=True)
+        error = exc if isinstance(exc, ApiError) else to_api_error(exc, jobs.args.retry_after_s, 0)
+        if error is None:
+            raise
+        raise error from exc
+    state = jobs.store.update(job_id, progress={"frames_done": 0, "frames_total": info.frames, "fps": 0.0,
+                                                "eta_s": None})
+    jobs.submit(job_id, replace(query.options, style=style), query.format, info)
+    location = f"{request.scope.get('root_path', '')}/v1/jobs/{job_id}"
+    return _job_response(state, 202, {"Location": location})
+
+
+@router.get("/{job_id}", responses={200: {"content": {"application/json": {"schema": JOB_SCHEMA}}},
+                                    **_errors((404, "no such job (job_not_found)"))})
+async def get_job(job_id: str) -> JSONResponse:
+    """The job's state and progress (frames done and total, frames per second, seconds left)."""
+    state = await asyncio.to_thread(runner().store.read, job_id)
+    if state is None:
+        raise _not_found(job_id)
+    return _job_response(state)
+
+
+@router.get(
+    "/{job_id}/result",
+    responses={200: {"description": "the cartoonized video",
+                     "content": {media_type: {"schema": {"type": "string", "format": "binary"}}
+                                 for *_, media_type in video.OUTPUT_FORMATS.values()}},
+               **_errors((404, "no such job (job_not_found)"), (409, "the job is not done (job_not_done)"))},
+)
+async def get_result(job_id: str) -> FileResponse:
+    """The cartoonized video, once the job is done."""
+    store = runner().store
+    state = await asyncio.to_thread(store.read, job_id)
+    if state is None:
+        raise _not_found(job_id)
+    if state["state"] != "done":
+        raise ApiError(409, "job_not_done", f"the job is {state['state']}; its result comes when it is done")
+    return FileResponse(store.output_path(job_id, state["format"]), media_type=state["media_type"],
+                        filename=f"cartoon-{job_id}.{state['format']}")
+
+
+@router.delete("/{job_id}", responses={200: {"content": {"application/json": {"schema": JOB_SCHEMA}}},
+                                       **_errors((404, "no such job (job_not_found)"))})
+async def cancel_job(job_id: str) -> JSONResponse:
+    """Cancels a queued or running job (its state becomes cancelled); a finished job is left as it is."""
+    store = runner().store
+    state = await asyncio.to_thread(store.read, job_id)
+    if state is None:
+        raise _not_found(job_id)
+    if state["state"] in ("queued", "running"):
+        await asyncio.to_thread(store.cancel, job_id)
+        state = await asyncio.to_thread(store.read, job_id)
+    return _job_response(state)

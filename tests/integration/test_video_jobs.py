@@ -1,0 +1,141 @@
+"""Video jobs over real HTTP, through the served graph of serve_config.yaml."""
+
+import time
+import uuid
+
+import av
+import numpy as np
+import pytest
+import ray
+
+from cartoon import video
+from tests import clips, photos
+from tests.integration.conftest import JOBS_LIMITS
+from tests.integration.test_http_api import assert_error
+from tests.integration.test_reliability import replica_actors
+
+JOB_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    return clips.portrait_clip(tmp_path_factory.mktemp("clips") / "hopper.mp4")
+
+
+@pytest.fixture(scope="module")
+def clip_bytes(clip_path):
+    return clip_path.read_bytes()
+
+
+def wait_for(client, location: str, states: tuple[str, ...], timeout_s: float = JOB_TIMEOUT_S) -> tuple[dict, list]:
+    """Polls a job until its state is one of ``states``; returns it and every state seen."""
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = client.get(location)
+        if response.status_code >= 500:  # the app's Ingress is being replaced
+            time.sleep(0.5)
+            continue
+        assert response.status_code == 200, response.text
+        seen.append(response.json())
+        if seen[-1]["state"] in states:
+            return seen[-1], seen
+        time.sleep(0.5)
+    raise AssertionError(f"the job is not {states} after {timeout_s} s: {seen[-1:]}")
+
+
+def audio_packets(path) -> list[tuple[int, bytes]]:
+    with av.open(str(path)) as container:
+        return [(packet.pts, bytes(packet)) for packet in container.demux(container.streams.audio[0])
+                if packet.dts is not None]
+
+
+def test_a_clip_comes_back_cartoonized_with_its_frames_rate_duration_and_sound(client, clip_path, clip_bytes, tmp_path):
+    response = client.post("/v1/jobs", content=clip_bytes, headers={"content-type": "video/mp4"})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["state"] == "queued" and job["error"] is None
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    done, seen = wait_for(client, response.headers["location"], ("done", "failed"))
+    assert done["state"] == "done", done
+    running = [state["progress"] for state in seen if state["state"] == "running"]
+    assert running and all(p["frames_total"] == 24 for p in running)
+    assert [p["frames_done"] for p in running] == sorted(p["frames_done"] for p in running)
+    assert done["progress"]["frames_done"] == 24
+
+    result = client.get(f"/v1/jobs/{job['id']}/result")
+    assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+    output = tmp_path / "out.mp4"
+    output.write_bytes(result.content)
+    source, made = video.probe(clip_path), video.probe(output)
+    assert (made.width, made.height, made.fps, made.rotation) == (source.width, source.height, source.fps, 0)
+    assert abs(made.duration_s - source.duration_s) < 1e-3
+    inputs = [frame for frame in video.frames(clip_path, 0)]
+    outputs = [frame for frame in video.frames(output, 0)]
+    assert [f.pts for f in outputs] == [f.pts for f in inputs] and len(outputs) == 24
+    # Every frame cartoonized: far from its input (a frame passed through is ~1 away).
+    assert min(np.abs(o.rgb.astype(int) - i.rgb).mean() for o, i in zip(outputs, inputs)) > 8
+    assert made.audio_codec == "aac" and audio_packets(output) == audio_packets(clip_path)
+
+
+def test_a_multipart_upload_into_matroska(client, clip_bytes, tmp_path):
+    response = client.post("/v1/jobs", params={"format": "mkv", "max_side": 176},
+                           files={"video": ("hopper.mp4", clip_bytes, "video/mp4")})
+    assert response.status_code == 202, response.text
+    done, _ = wait_for(client, response.headers["location"], ("done", "failed"))
+    assert done["state"] == "done", done
+    result = client.get(f"{response.headers['location']}/result")
+    assert result.headers["content-type"] == "video/x-matroska"
+    output = tmp_path / "out.mkv"
+    output.write_bytes(result.content)
+    assert (video.probe(output).width, video.probe(output).height) == (144, 176)
+    assert len(list(video.frames(output, 0))) == 24
+
+
+def test_a_queued_or_running_job_can_be_cancelled_and_has_no_result(client, clip_bytes):
+    response = client.post("/v1/jobs", content=clip_bytes)
+    location = response.headers["location"]
+    assert_error(client.get(f"{location}/result"), 409, "job_not_done")
+    cancelled = client.delete(location)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    time.sleep(2.0)  # the runner sees the cancellation at its next frame
+    assert client.get(location).json()["state"] == "cancelled"
+    assert_error(client.get(f"{location}/result"), 409, "job_not_done")
+
+
+@pytest.mark.parametrize("method, suffix", [("GET", ""), ("GET", "/result"), ("DELETE", "")])
+@pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-job"])
+def test_an_unknown_job_is_404(client, method, suffix, job_id):
+    assert_error(client.request(method, f"/v1/jobs/{job_id}{suffix}"), 404, "job_not_found")
+
+
+def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(client, clip_path, clip_bytes, tmp_path):
+    png = photos.encode(photos.grace_hopper()[:64, :64])
+    assert_error(client.post("/v1/jobs", content=png), 400, "not_a_video")
+    assert_error(client.post("/v1/jobs", content=clip_bytes[: len(clip_bytes) // 3]), 400, "corrupt_video")
+    assert_error(client.post("/v1/jobs", params={"style": "nope"}, content=clip_bytes), 422, "unknown_style")
+    assert_error(client.post("/v1/jobs", params={"format": "avi"}, content=clip_bytes), 422, "invalid_parameter")
+    assert_error(client.post("/v1/jobs", params={"format": "webm"}, content=clip_bytes), 422, "audio_not_muxable")
+    assert_error(client.post("/v1/jobs", files={"image": ("a.mp4", clip_bytes, "video/mp4")}), 422,
+                 "invalid_parameter")
+    long_clip = clips.portrait_clip(tmp_path / "long.mp4", frames=48, audio=False).read_bytes()
+    assert len(long_clip) < JOBS_LIMITS["max_video_bytes"]
+    assert_error(client.post("/jobs/v1/jobs", content=long_clip), 413, "video_too_long")
+    wide = clips.write_clip(tmp_path / "wide.mp4", clips.camera_move(photos.astronaut(), 6, 400, 320))
+    assert 400 * 320 > JOBS_LIMITS["max_video_pixels"]
+    assert_error(client.post("/jobs/v1/jobs", content=wide.read_bytes()), 413, "too_many_pixels")
+    assert_error(client.post("/jobs/v1/jobs", content=bytes(JOBS_LIMITS["max_video_bytes"] + 1)), 413, "body_too_large")
+    assert client.post("/jobs/v1/jobs", content=clips.portrait_clip(tmp_path / "ok.mp4", frames=6).read_bytes()
+                       ).status_code == 202
+
+
+def test_a_job_whose_replica_died_is_reported_lost(client, clip_bytes):
+    response = client.post("/jobs/v1/jobs", content=clip_bytes)
+    location = response.headers["location"]
+    assert location.startswith("/jobs/v1/jobs/")
+    wait_for(client, location, ("running",))
+    (victim,) = replica_actors("jobs", "Ingress")
+    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+    lost, _ = wait_for(client, location, ("lost", "done"), timeout_s=120)
+    assert lost["state"] == "lost" and lost["error"]["code"] == "job_lost", lost
+    assert_error(client.get(f"{location}/result"), 409, "job_not_done")
