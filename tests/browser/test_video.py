@@ -11,30 +11,26 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from tests import clips, photos
+from tests import clips
 from tests.browser.conftest import SLOW, open_page
 
 FPS = 10
-SIDE = 256
 FRAMES = 15  # 1.5 s: a few seconds on a 2-core machine
 CLIP_S = FRAMES / FPS
 LONG_FRAMES = 80  # still running when it is cancelled
-
-
-def astronaut_clip(path: Path, frames: int, **codecs) -> Path:
-    """The astronaut, SIDE px square, a slow camera move, FPS, with a 440 Hz tone."""
-    return clips.write_clip(path, clips.camera_move(photos.astronaut(), frames, SIDE, SIDE), FPS, **codecs)
+# Grace Hopper's portrait clip: her face, about 110 px wide, gets the face pass.
+WIDTH, HEIGHT = 288, 352
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    return astronaut_clip(tmp_path_factory.mktemp("clips") / "astronaut.mp4", FRAMES)
+    return clips.portrait_clip(tmp_path_factory.mktemp("clips") / "hopper.mp4", frames=FRAMES, fps=FPS)
 
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
-    return astronaut_clip(tmp_path_factory.mktemp("clips") / "long.webm", LONG_FRAMES,
-                          container="webm", codec="libvpx-vp9", audio_codec="libopus")
+    return clips.portrait_clip(tmp_path_factory.mktemp("clips") / "long.webm", frames=LONG_FRAMES, fps=FPS,
+                               container="webm", codec="libvpx-vp9", audio_codec="libopus")
 
 
 def media(page, selector: str) -> dict:
@@ -79,7 +75,7 @@ def test_clip_cartoonized_with_progress_and_played_beside_the_clip(open_context,
     page.keyboard.press("End")  # the tabs' keyboard: End selects the last one
     expect(page.locator("#panel-video")).to_be_visible()
     page.set_input_files("#video-file", clip)
-    expect(page.locator("#status")).to_have_text("Clip chosen: astronaut.mp4. Press Cartoonize the clip.")
+    expect(page.locator("#status")).to_have_text("Clip chosen: hopper.mp4. Press Cartoonize the clip.")
     wait_for(lambda: media(page, "#video-before")["readyState"] >= 1)
     assert media(page, "#video-before")["duration"] == pytest.approx(CLIP_S, abs=0.1)
     page.check('input[name="style"][value="toon"]')
@@ -98,7 +94,7 @@ def test_clip_cartoonized_with_progress_and_played_beside_the_clip(open_context,
         page.click("#video-run")
     assert "style=toon" in sent.value.url and "format=mp4" in sent.value.url and "strength=0.7" in sent.value.url
     expect(page.locator("#video-after-figure")).to_be_visible(timeout=SLOW)
-    expect(page.locator("#status")).to_have_text(f"Done: astronaut.mp4 is cartoonized ({FRAMES} frames).")
+    expect(page.locator("#status")).to_have_text(f"Done: hopper.mp4 is cartoonized ({FRAMES} frames).")
     expect(page.locator("#video-progress-text")).to_have_text(f"Done: {FRAMES} frames")
 
     seen = page.evaluate("window.progressSeen")
@@ -115,7 +111,7 @@ def test_clip_cartoonized_with_progress_and_played_beside_the_clip(open_context,
     result = media(page, "#video-after")
     assert result["error"] is None
     assert result["duration"] == pytest.approx(CLIP_S, abs=0.1)
-    assert (result["width"], result["height"]) == (SIDE, SIDE)
+    assert (result["width"], result["height"]) == (WIDTH, HEIGHT)
     page.click("#video-play-both")
     wait_for(lambda: media(page, "#video-after")["time"] > 0.5)
     assert media(page, "#video-after")["audioBytes"] > 0  # its sound was decoded as it played
@@ -123,7 +119,7 @@ def test_clip_cartoonized_with_progress_and_played_beside_the_clip(open_context,
 
     with page.expect_download() as download:
         page.click("#video-download")
-    assert download.value.suggested_filename == "astronaut.mp4"
+    assert download.value.suggested_filename == "hopper.mp4"
     cartoon, audio = decoded(Path(download.value.path()))
     source, _ = decoded(clip)
     assert len(cartoon) == len(source) == FRAMES and audio == "aac"
