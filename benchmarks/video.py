@@ -2,7 +2,8 @@
 
     python -m benchmarks.video                      # a 720p clip made from Grace Hopper's portrait
     python -m benchmarks.video --clip my.mp4        # any clip
-    python -m benchmarks.video --device cuda        # on a GPU machine
+    python -m benchmarks.video --device cuda        # on a GPU machine, in process
+    serve run configs/gpu.yaml &  python -m benchmarks.video --device cuda --url http://127.0.0.1:8000
 
 Rows, all in this process on the same clip, one after the other:
 - ``per-frame``: each frame through the still-image pipeline independently (detect every
@@ -10,6 +11,8 @@ Rows, all in this process on the same clip, one after the other:
 - ``video``: ``cartoon.clip`` as the ``cartoonize`` command runs it: tracked faces, the
   temporal finish, decoding, stages and encoding overlapping.
 - ``video, no hysteresis`` and ``video, no tracking``: each half of the stabilisation alone.
+- ``served job`` (with ``--url``): the clip as a job of a running service (``POST /v1/jobs``),
+  its frames batched by the served Cartoonizer; end to end, upload to download.
 
 Flicker is the warping error of Lai et al. 2018 (``cartoon.flicker``), flow from the input
 frames; ``input`` is the clip's own score (what flow errors alone cost). PSNR is each
@@ -23,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from benchmarks import common
@@ -84,6 +88,22 @@ def stabilised(source: Path, destination: Path, info: video.VideoInfo, pipeline:
             "ms_per_frame": {k: 1000.0 * v / report.frames for k, v in report.stage_seconds.items()}}
 
 
+def served_job(source: Path, destination: Path, url: str, style: str) -> dict:
+    """The clip as a job of the service at ``url``: frames per second from upload to download."""
+    start = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=600) as client:
+        response = client.post("/v1/jobs", params={"style": style}, content=source.read_bytes())
+        response.raise_for_status()
+        location = response.headers["location"]
+        while (state := client.get(location).json())["state"] in ("queued", "running"):
+            time.sleep(0.2)
+        if state["state"] != "done":
+            raise SystemExit(f"the served job ended {state['state']}: {state['error']}")
+        destination.write_bytes(client.get(f"{location}/result").content)
+    frames = state["progress"]["frames_done"]
+    return {"frames": frames, "fps": frames / (time.perf_counter() - start), "ms_per_frame": {}}
+
+
 def decoded(path: Path) -> list[np.ndarray]:
     return [frame.rgb for frame in video.frames(path, video.probe(path).rotation)]
 
@@ -98,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--style", help="style name (default: the registry's default)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--no-ablations", action="store_true", help="skip the two half-stabilised rows")
+    parser.add_argument("--url", help="also run the clip as a job of the service at this URL")
     parser.add_argument("--json", help="results file (default benchmarks/results/video.json)")
     args = parser.parse_args(argv)
 
@@ -115,11 +136,12 @@ def main(argv: list[str] | None = None) -> None:
         width, height = map(int, args.size.split("x"))
         source = args.clip or make_clip(directory, args.frames, args.fps, width, height)
         info = video.probe(source, video.VideoLimits(max_seconds=float("inf")))
-        results = {"per-frame": per_frame(source, directory / "per_frame.mp4", info, pipeline, options)}
+        results = {"per-frame": per_frame(source, directory / "per-frame.mp4", info, pipeline, options)}
         for name, settings in runs.items():
-            results[name] = stabilised(source, directory / f"{len(results)}.mp4", info, pipeline, options, settings)
-        outputs = {"per-frame": decoded(directory / "per_frame.mp4")}
-        outputs.update({name: decoded(directory / f"{index + 1}.mp4") for index, name in enumerate(runs)})
+            results[name] = stabilised(source, directory / f"{name}.mp4", info, pipeline, options, settings)
+        if args.url:
+            results["served job"] = served_job(source, directory / "served job.mp4", args.url, options.style)
+        outputs = {name: decoded(directory / f"{name}.mp4") for name in results}
         inputs = [resize_to(rgb, *outputs["per-frame"][0].shape[:2]) for rgb in decoded(source)]
         errors = flicker.warping_error(inputs, {"input": inputs, **outputs})
     for name, result in results.items():

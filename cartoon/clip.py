@@ -17,12 +17,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from cartoon import video
+from cartoon.background import TilePlan
 from cartoon.compose import output_size, resize_to
 from cartoon.faces import Face, FaceDetector
 from cartoon.finish import Finish, Hysteresis, TemporalFinish
+from cartoon.flicker import optical_flow
 from cartoon.pipeline import Composer, Job, Options, Pipeline, stylize_job
 from cartoon.tracking import FaceTracker, TrackerSettings
 
@@ -74,16 +77,39 @@ def frame_size(info: video.VideoInfo, max_side: int | None, max_pixels: int) -> 
     return video.even_size(*output_size(height, width, max_side, max_pixels))
 
 
-def _finish_job(temporal: TemporalFinish, job: Job, track_ids: list[int], cut: bool) -> Job:
-    if cut:
+def background_flows(previous: np.ndarray, current: np.ndarray, plan: TilePlan) -> list[np.ndarray]:
+    """Each background piece's optical flow from the current frame to the previous one.
+
+    Head crops need none: their crop follows the face. The background moves with the
+    camera, so its finish leans on where each pixel was, not on the pixel at its place.
+    """
+    def gray(rgb: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(resize_to(rgb, plan.height, plan.width), cv2.COLOR_RGB2GRAY)
+
+    flow = optical_flow(gray(current), gray(previous), cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    flow = cv2.copyMakeBorder(flow, 0, plan.canvas_height - plan.height, 0, plan.canvas_width - plan.width,
+                              cv2.BORDER_REPLICATE)
+    return [flow[y:y + plan.piece_height, x:x + plan.piece_width] for y, x in plan.origins]
+
+
+def _finish_job(temporal: TemporalFinish, job: Job, track_ids: list[int], flows: list[np.ndarray] | None) -> Job:
+    """Finishes a frame's pieces in order; ``flows`` None: a shot's first frame."""
+    if flows is None:
         temporal.reset()
     keys = [("head", track_id) for track_id in track_ids] + [("background", i) for i in range(len(job.background))]
     temporal.keep_only(set(keys))
     heads = np.array([temporal.apply(key, head) for key, head in zip(keys, job.heads)], np.uint8)
-    background = np.array(
-        [temporal.apply(key, piece) for key, piece in zip(keys[len(track_ids):], job.background)], np.uint8
-    )
+    background = np.array([
+        temporal.apply(key, piece, None if flows is None else flow)
+        for key, piece, flow in zip(keys[len(track_ids):], job.background, flows or [None] * len(job.background))
+    ], np.uint8)
     return replace(job, heads=heads.reshape(job.heads.shape), background=background)
+
+
+def _finish_frame(temporal: TemporalFinish, job: Job, track_ids: list[int], previous: np.ndarray | None,
+                  current: np.ndarray) -> Job:
+    flows = None if previous is None else background_flows(previous, current, job.plan)
+    return _finish_job(temporal, job, track_ids, flows)
 
 
 async def cartoonize_clip(
@@ -150,17 +176,19 @@ async def cartoonize_clip(
             rgb = resize_to(frame.rgb, height, width)
             tracked, cut = await on("track", tracker.update, rgb, frame.time_s)
             job = started(stages.stylize(rgb, [t.face for t in tracked], frame_options))
-            await stylized.put((frame.pts, [t.track_id for t in tracked], cut, job))
+            await stylized.put((frame.pts, [t.track_id for t in tracked], cut, rgb, job))
         await stylized.put(None)
 
     async def finish_in_order() -> None:
+        previous = None
         while (item := await stylized.get()) is not None:
-            pts, track_ids, cut, job = item
+            pts, track_ids, cut, rgb, job = item
             job = await job
             for stage in ("align", "background", "unet"):
                 busy[stage] += job.timings.get(stage, 0.0) / 1000.0
             if temporal is not None:
-                job = await on("finish", _finish_job, temporal, job, track_ids, cut)
+                job = await on("finish", _finish_frame, temporal, job, track_ids, None if cut else previous, rgb)
+            previous = rgb
             await composed.put((pts, started(timed_stage("compose", stages.compose(job)))))
         await composed.put(None)
 

@@ -21,6 +21,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from cartoon.flicker import sample
+
 # An ink: a solid (R, G, B) colour, or a (scale, add) shade of the colour under it.
 Ink = tuple[int, int, int] | tuple[float, float]
 
@@ -290,6 +292,21 @@ class FinishState:
     blacks: np.ndarray | None  # (H, W) bool spotted blacks, or None
 
 
+def warp_state(state: FinishState, flow: np.ndarray) -> FinishState:
+    """The previous frame's choices carried along the picture's motion.
+
+    Args:
+        flow: (H, W, 2) float32, for each pixel of the new frame where it was in the
+            previous one (``cartoon.flicker.optical_flow`` from the new frame to the old).
+    """
+    def moved(mask: np.ndarray) -> np.ndarray:
+        return sample(mask.astype(np.uint8), flow, cv2.INTER_NEAREST)
+
+    cells = sample(state.cells.astype(np.uint8), flow, cv2.INTER_NEAREST).astype(np.int32)
+    blacks = None if state.blacks is None else moved(state.blacks).astype(bool)
+    return FinishState(cells, moved(state.lines).astype(bool), blacks)
+
+
 def finish_frame(
     rgb: np.ndarray, finish: Finish, previous: FinishState | None = None, hysteresis: Hysteresis = Hysteresis()
 ) -> tuple[np.ndarray, FinishState]:
@@ -336,10 +353,14 @@ class TemporalFinish:
         self.hysteresis = hysteresis
         self._states: dict[object, FinishState] = {}
 
-    def apply(self, key: object, rgb: np.ndarray) -> np.ndarray:
+    def apply(self, key: object, rgb: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
+        """Finishes the piece's next frame; ``flow`` (see ``warp_state``) carries the previous
+        frame's choices along the motion, where the piece's content moves."""
         previous = self._states.get(key)
         if previous is not None and previous.lines.shape != rgb.shape[:2]:
             previous = None
+        if previous is not None and flow is not None:
+            previous = warp_state(previous, flow)
         out, self._states[key] = finish_frame(rgb, self.finish, previous, self.hysteresis)
         return out
 

@@ -13,17 +13,17 @@ import cv2
 import numpy as np
 
 
-def _flow(source_gray: np.ndarray, target_gray: np.ndarray) -> np.ndarray:
+def optical_flow(source_gray: np.ndarray, target_gray: np.ndarray,
+                 preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> np.ndarray:
     """(H, W, 2) float32 DIS optical flow: where each pixel of ``source`` is in ``target``."""
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(source_gray, target_gray, None)
+    return cv2.DISOpticalFlow_create(preset).calc(source_gray, target_gray, None)
 
 
-def _sample(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """``image`` read at every pixel's position plus ``flow`` (bilinear)."""
+def sample(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """``image`` read at every pixel's position plus ``flow``."""
     height, width = flow.shape[:2]
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
 def trusted_flow(current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,8 +35,8 @@ def trusted_flow(current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray,
     """
     current_gray = cv2.cvtColor(current, cv2.COLOR_RGB2GRAY)
     previous_gray = cv2.cvtColor(previous, cv2.COLOR_RGB2GRAY)
-    forward = _flow(current_gray, previous_gray)
-    backward = _sample(_flow(previous_gray, current_gray), forward)
+    forward = optical_flow(current_gray, previous_gray)
+    backward = sample(optical_flow(previous_gray, current_gray), forward)
     disagreement = np.sum((forward + backward) ** 2, axis=-1)
     magnitude = np.sum(forward**2, axis=-1) + np.sum(backward**2, axis=-1)
     height, width = forward.shape[:2]
@@ -49,7 +49,7 @@ def trusted_flow(current: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray,
 def pair_error(output: np.ndarray, previous_output: np.ndarray, flow: np.ndarray, mask: np.ndarray) -> float:
     """Mean over the trusted pixels of the squared RGB distance (in [0, 1] units) between
     the current output and the previous output warped onto it."""
-    warped = _sample(previous_output.astype(np.float32) / 255.0, flow)
+    warped = sample(previous_output.astype(np.float32) / 255.0, flow)
     distance = np.sum((output.astype(np.float32) / 255.0 - warped) ** 2, axis=-1)
     return float(distance[mask].mean()) if mask.any() else 0.0
 

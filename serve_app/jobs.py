@@ -34,7 +34,7 @@ from cartoon.styles import StyleRegistry
 from cartoon.tracking import TrackerSettings
 from deployments.settings import AppArgs
 from serve_app.errors import ERROR_SCHEMA, ApiError, replica_lost, to_api_error
-from serve_app.job_store import JobStore
+from serve_app.job_store import CANCELLED_ERROR, JobStore
 
 _logger = logging.getLogger("ray.serve")
 
@@ -84,6 +84,10 @@ def _errors(*pairs: tuple[int, str]) -> dict:
 router = APIRouter(prefix="/v1/jobs", tags=["video jobs"])
 
 
+class JobCancelled(Exception):
+    """The client cancelled the job (``DELETE``), seen by its runner between two frames."""
+
+
 class JobRunner:
     """The video jobs of one Ingress replica, and the disk they live on."""
 
@@ -99,11 +103,16 @@ class JobRunner:
         self._heartbeat = asyncio.ensure_future(self._beat())
 
     async def _beat(self) -> None:
-        """Keeps this replica's jobs from looking lost while they wait or run."""
+        """Keeps this replica's jobs from looking lost while they wait or run.
+
+        On the event loop, as every other write of a job's state here: a write from a
+        thread could read a job's state just before its runner wrote "done" and then
+        write "running" back over it.
+        """
         while True:
             await asyncio.sleep(self.args.job_lost_after_s / 4)
             for job_id in list(self.running):
-                await asyncio.to_thread(self.store.update, job_id)
+                self.store.update(job_id)
 
     def submit(self, job_id: str, options: Options, output_format: str, info: video.VideoInfo) -> None:
         task = asyncio.ensure_future(self._run(job_id, options, output_format, info))
@@ -118,7 +127,7 @@ class JobRunner:
         def on_progress(progress: Progress) -> None:
             nonlocal last_write
             if store.cancel_requested(job_id):
-                raise asyncio.CancelledError("cancelled by the client")
+                raise JobCancelled
             if time.monotonic() - last_write > 0.5 or progress.frames_done == progress.frames_total:
                 store.update(job_id, progress=progress.public())
                 last_write = time.monotonic()
@@ -140,9 +149,13 @@ class JobRunner:
             store.update(job_id, state="done", finished_at=time.time(), progress=Progress(
                 report.frames, report.frames, report.frames / report.seconds, 0.0).public())
             store.input_path(job_id).unlink(missing_ok=True)
-        except asyncio.CancelledError:
+        except JobCancelled:
             output.unlink(missing_ok=True)
-            store.update(job_id, state="cancelled", error={"code": "cancelled", "message": "the job was cancelled"})
+            store.update(job_id, state="cancelled", error=CANCELLED_ERROR)
+        except asyncio.CancelledError:
+            # The replica is shutting down: the job stops beating and reads "lost".
+            output.unlink(missing_ok=True)
+            raise
         except Exception as exc:
             output.unlink(missing_ok=True)
             error = to_api_error(exc, self.args.retry_after_s, self.args.request_timeout_s)
