@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
@@ -74,6 +74,13 @@ VIDEO_BODY = {
         },
     }
 }
+
+
+# Documented as a UUID (what ids are), not enforced: any other id is simply unknown (404).
+JOB_ID = Path(
+    description="the id POST /v1/jobs answered",
+    json_schema_extra={"pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"},
+)
 
 
 def _errors(*pairs: tuple[int, str]) -> dict:
@@ -325,7 +332,7 @@ async def submit_job(request: Request, query: JobQuery = Depends()) -> JSONRespo
 
 @router.get("/{job_id}", responses={200: {"content": {"application/json": {"schema": JOB_SCHEMA}}},
                                     **_errors((404, "no such job (job_not_found)"))})
-async def get_job(job_id: str) -> JSONResponse:
+async def get_job(job_id: str = JOB_ID) -> JSONResponse:
     """The job's state and progress (frames done and total, frames per second, seconds left)."""
     state = await asyncio.to_thread(runner().store.read, job_id)
     if state is None:
@@ -340,7 +347,7 @@ async def get_job(job_id: str) -> JSONResponse:
                                  for *_, media_type in video.OUTPUT_FORMATS.values()}},
                **_errors((404, "no such job (job_not_found)"), (409, "the job is not done (job_not_done)"))},
 )
-async def get_result(job_id: str) -> FileResponse:
+async def get_result(job_id: str = JOB_ID) -> FileResponse:
     """The cartoonized video, once the job is done."""
     store = runner().store
     state = await asyncio.to_thread(store.read, job_id)
@@ -354,7 +361,7 @@ async def get_result(job_id: str) -> FileResponse:
 
 @router.delete("/{job_id}", responses={200: {"content": {"application/json": {"schema": JOB_SCHEMA}}},
                                        **_errors((404, "no such job (job_not_found)"))})
-async def cancel_job(job_id: str) -> JSONResponse:
+async def cancel_job(job_id: str = JOB_ID) -> JSONResponse:
     """Cancels a queued or running job (its state becomes cancelled); a finished job is left as it is."""
     store = runner().store
     state = await asyncio.to_thread(store.read, job_id)
