@@ -29,6 +29,7 @@ import ray
 import torch
 from tqdm import tqdm
 
+from cartoon import folder_video
 from cartoon.device import cap_memory, resolve_device
 from cartoon.errors import CartoonError, DeviceOutOfMemoryError, TooLargeForDeviceError, WeightsError
 from cartoon.folder import Location, Tally, UsageError, plan_location, record, report_ignored, write_atomic
@@ -181,6 +182,10 @@ def run(source: Location, target: Location, options: Options, settings: RaySetti
         raise UsageError(str(exc)) from exc
     planned, ignored = plan_location(source, target, options.format, overwrite, tally)
     report_ignored(ignored)
+    for relative in [relative for relative, _ in planned if folder_video.is_video(relative)]:
+        tally.failures.append({"input": str(relative), "status": None,
+                               "error": "video clips go through the service's jobs API: run without --engine ray"})
+    planned = [(relative, output) for relative, output in planned if not folder_video.is_video(relative)]
     rows = [{"relative": str(relative), "source": source.join(relative), "target": target.join(output)}
             for relative, output in planned]
     # The driver's own bar counts photos; Ray Data's per-operator bars would interleave with it.

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from tqdm import tqdm
 
+from cartoon import folder_video
 from cartoon.constants import UNET_STRIDE
 from cartoon.errors import CartoonError, WeightsError
 from cartoon.images import INPUT_SUFFIXES, SUFFIX_BY_FORMAT
@@ -94,17 +95,20 @@ def select(relatives: Iterable[PurePath], format: str, overwrite: bool, exists: 
 
     Returns:
         (input, output) paths relative to INPUT_DIR and OUTPUT_DIR, and how many files
-        were ignored for not having an image suffix.
+        were ignored for having neither an image nor a video suffix.
     """
     suffix = SUFFIX_BY_FORMAT[format]
     chosen, ignored, owners = [], 0, {}
     for relative in relatives:
         if any(part.startswith(".") for part in relative.parts):
             continue
-        if relative.suffix.lower() not in INPUT_SUFFIXES:
+        if folder_video.is_video(relative):
+            output = relative  # a clip keeps its container, which holds the sound it came with
+        elif relative.suffix.lower() in INPUT_SUFFIXES:
+            output = relative.with_suffix(suffix)
+        else:
             ignored += 1
             continue
-        output = relative.with_suffix(suffix)
         if output in owners:
             tally.failures.append({
                 "input": str(relative), "status": None,
@@ -238,17 +242,17 @@ class ServiceBackend:
 
     async def check(self, style: str | None) -> None:
         """Fails early on what would fail every photo: no service, no key, an unknown style."""
-        response = await self._send("GET", "/v1/styles")
+        response = await self.send("GET", "/v1/styles")
         offered = [entry["name"] for entry in response.json()["styles"]]
         if style and style not in offered:
             raise UsageError(f"unknown style {style!r}; the service offers {', '.join(offered)}")
 
-    async def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
+    async def send(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
             response = await self.client.request(method, f"{self.url}{path}", **kwargs)
         except httpx.TransportError as exc:
             raise Failure(f"no answer from {self.url}: {exc!r}", retryable=True) from exc
-        if response.status_code == 200:
+        if response.is_success:
             return response
         try:
             error = response.json()["error"]
@@ -266,7 +270,7 @@ class ServiceBackend:
         )
 
     async def cartoonize(self, data: bytes) -> bytes:
-        response = await self._send(
+        response = await self.send(
             "POST", "/v1/cartoonize", params=self.params, content=data,
             headers={"Content-Type": "application/octet-stream"},
         )
@@ -303,10 +307,11 @@ class LocalBackend:
         self.executor.shutdown(wait=True)
 
 
-async def _with_retries(backend, data: bytes, tally: Tally) -> bytes:
+async def with_retries(send, tally: Tally):
+    """What ``send()`` (a coroutine function) returns, retried on retryable failures."""
     for attempt in range(MAX_ATTEMPTS):
         try:
-            return await backend.cartoonize(data)
+            return await send()
         except Failure as failure:
             if not failure.retryable or attempt == MAX_ATTEMPTS - 1:
                 raise
@@ -328,7 +333,8 @@ def record(tally: Tally, bar: tqdm, relative: PurePath, error: str | None = None
 
 def report_ignored(ignored: int) -> None:
     if ignored:
-        print(f"ignored {ignored} files without an image suffix ({', '.join(sorted(INPUT_SUFFIXES))})")
+        known = sorted(INPUT_SUFFIXES | folder_video.VIDEO_SUFFIXES)
+        print(f"ignored {ignored} files without an image or video suffix ({', '.join(known)})")
 
 
 async def _run(backend, tasks: list[Task], concurrency: int, tally: Tally, bar: tqdm) -> None:
@@ -341,10 +347,13 @@ async def _run(backend, tasks: list[Task], concurrency: int, tally: Tally, bar: 
             task = queue.get_nowait()
             try:
                 data = await asyncio.to_thread(task.source.read_bytes)
-                output = await _with_retries(backend, data, tally)
+                if folder_video.is_video(task.source):
+                    output = await folder_video.cartoonize(backend, data, task.source.suffix, with_retries, tally)
+                else:
+                    output = await with_retries(lambda: backend.cartoonize(data), tally)
                 await asyncio.to_thread(write_atomic, LOCAL_FILESYSTEM, str(task.target), output)
                 record(tally, bar, task.relative)
-            except (Failure, OSError) as exc:
+            except (Failure, folder_video.JobError, OSError) as exc:
                 record(tally, bar, task.relative, str(exc), getattr(exc, "status", None))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))

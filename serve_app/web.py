@@ -20,9 +20,11 @@ SWAGGER_DIR = Path(str(resources.files("fastapi_offline") / "static"))
 MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 PAGE_FILES = {path.name: path for path in STATIC_DIR.iterdir() if path.suffix in MEDIA_TYPES}
 DOCS_FILES = {name: SWAGGER_DIR / name for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")}
-# The page may talk to its own origin only; blob: and data: are the results it shows.
+# The page may talk to its own origin only; blob: and data: are the results it shows
+# (media-src: the clip chosen and its cartoon, played from object URLs).
 PAGE_POLICY = (
-    "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; "
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; "
+    "object-src 'none'; "
     "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
 INDEX_HTML = (STATIC_DIR / "index.html").read_text()

@@ -140,3 +140,38 @@ export async function cartoonize(image, options, signal, onWait) {
     ms: performance.now() - start,
   };
 }
+
+/**
+ * Starts a video job: the clip goes up as the request's body.
+ * @param {Blob} clip
+ * @param {string} type  the clip's media type (video/mp4, ...)
+ * @param {{style: string, strength: number, maxSide: number|null, format: string}} options
+ *   format: the video's container (mp4, webm, mov, mkv)
+ * @returns {Promise<object>} the job as the service describes it ({id, state, progress, error})
+ */
+export async function submitJob(clip, type, options, signal, onWait) {
+  const query = new URLSearchParams({ strength: String(options.strength), format: options.format });
+  if (options.style) query.set("style", options.style);
+  if (options.maxSide) query.set("max_side", String(options.maxSide));
+  const response = await call(
+    `v1/jobs?${query}`,
+    { method: "POST", body: clip, headers: { "Content-Type": type }, signal },
+    onWait,
+  );
+  return response.json();
+}
+
+/** The job's state and progress. */
+export async function jobStatus(id, signal, onWait) {
+  return (await call(`v1/jobs/${encodeURIComponent(id)}`, { signal }, onWait)).json();
+}
+
+/** Cancels the job; returns it as it is now (state cancelled, or already finished). */
+export async function cancelJob(id) {
+  return (await call(`v1/jobs/${encodeURIComponent(id)}`, { method: "DELETE" })).json();
+}
+
+/** The finished job's video. */
+export async function jobResult(id, signal, onWait) {
+  return (await call(`v1/jobs/${encodeURIComponent(id)}/result`, { signal }, onWait)).blob();
+}

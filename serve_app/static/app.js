@@ -1,6 +1,7 @@
-// The page: one photo or a batch, against the JSON API of the same service.
+// The page: one photo, a batch or a video clip, against the JSON API of the same service.
 import { ApiError, call, cartoonize } from "./api.js";
 import * as store from "./store.js";
+import { setUpVideo } from "./video.js";
 import { zip } from "./zip.js";
 
 const IN_FLIGHT = 3; // requests at once: enough for the service to batch them, few enough to share
@@ -432,3 +433,4 @@ async function restore() {
 
 loadStyles();
 restore();
+setUpVideo({ announce, messageOf, options, dropZone, showTab: () => selectTab($("tab-video")) });

@@ -12,8 +12,10 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import ray
+from playwright.sync_api import expect
 from ray import serve
 
 from serve_app.local import deploy_config, free_port
@@ -24,6 +26,19 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The main app's replicas at full scale take 2 logical CPUs.
 RAY_CPUS = 2
 DESKTOP = {"width": 1280, "height": 900}
+SLOW = 120_000  # ms: a few photos, or a short clip, on a 2-core CI machine
+
+
+def style_count(url: str) -> int:
+    return len(httpx.get(f"{url}/v1/styles", timeout=30).json()["styles"])
+
+
+def open_page(context, url):
+    """The page, once its style cards are there."""
+    page = context.new_page()
+    page.goto(f"{url}/")
+    expect(page.locator('input[name="style"]')).to_have_count(style_count(url))
+    return page
 
 
 @pytest.fixture(scope="package")

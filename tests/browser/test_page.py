@@ -11,20 +11,9 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from tests import photos
+from tests.browser.conftest import SLOW, open_page, style_count
 
-SLOW = 120_000  # ms: a few photos on a 2-core CI machine
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
-
-
-def style_count(url: str) -> int:
-    return len(httpx.get(f"{url}/v1/styles", timeout=30).json()["styles"])
-
-
-def open_page(context, url):
-    page = context.new_page()
-    page.goto(f"{url}/")
-    expect(page.locator('input[name="style"]')).to_have_count(style_count(url))
-    return page
 
 
 def decoded_size(data: bytes) -> tuple[int, int]:

@@ -13,7 +13,7 @@ def test_page_and_its_files_are_served(client):
     linked = re.findall(r'(?:src|href)="(static/[^"]+)"', page.text)
     assert sorted(linked) == ["static/app.css", "static/app.js"]
     media_types = {".js": "text/javascript", ".css": "text/css"}
-    for name in ("app.js", "app.css", "api.js", "store.js", "zip.js"):
+    for name in ("app.js", "app.css", "api.js", "store.js", "video.js", "zip.js"):
         served = client.get(f"/static/{name}")
         assert served.status_code == 200
         assert served.headers["content-type"].startswith(media_types[name[name.rindex("."):]])

@@ -6,7 +6,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from cartoon import folder, images, retry
-from tests import photos
+from tests import clips, photos
 
 
 def test_backoff_grows_to_its_cap_and_honours_retry_after():
@@ -102,3 +102,33 @@ def test_write_atomic_leaves_no_temporary_when_the_rename_fails(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["taken"]
     folder.write_atomic(pafs.LocalFileSystem(), str(tmp_path / "new" / "x.png"), b"data")
     assert [path.name for path in (tmp_path / "new").iterdir()] == ["x.png"]
+
+
+def test_plan_takes_clips_at_their_own_path_beside_photos_of_the_same_stem(tmp_path):
+    source = tmp_path / "in"
+    for name in ("trip/day.mp4", "trip/day.jpg", "b.MOV", "c.webm", "d.mkv", "e.avi"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(b"")
+    tally = folder.Tally()
+
+    tasks, ignored = folder.plan(source, tmp_path / "out", "png", overwrite=False, tally=tally)
+
+    assert sorted((str(task.relative), str(task.target.relative_to(tmp_path / "out"))) for task in tasks) == [
+        ("b.MOV", "b.MOV"), ("c.webm", "c.webm"), ("d.mkv", "d.mkv"),
+        ("trip/day.jpg", "trip/day.png"), ("trip/day.mp4", "trip/day.mp4"),
+    ]
+    assert (ignored, tally.failures) == (1, [])
+
+
+def test_clips_without_a_service_are_reported_not_skipped(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    clips.astronaut_clip(tmp_path / "in" / "hello.mp4", frames=3)
+    report = tmp_path / "report.json"
+
+    code = folder.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--report", str(report)])
+
+    assert code == folder.EXIT_FAILED
+    [failure] = json.loads(report.read_text())["failures"]
+    assert failure == {"input": "hello.mp4", "status": None,
+                       "error": "video clips are cartoonized by the service: give --url"}
+    assert not (tmp_path / "out" / "hello.mp4").exists()
