@@ -76,7 +76,7 @@ class AppArgs(BaseModel):
         2, ge=0, description="times a request whose replica died is sent again, within its deadline"
     )
     stage_niceness: int = Field(
-        10, ge=0, le=19,
+        0, ge=0, le=19,
         description="nice value of the FaceAligner, Cartoonizer and Postprocessor processes, so the HTTP path "
         "(proxy, Ingress, refusals) runs first on busy cores; 0 = as the proxy",
     )
