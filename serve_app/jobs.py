@@ -33,6 +33,7 @@ from cartoon.pipeline import Job, Options
 from cartoon.styles import StyleRegistry
 from cartoon.tracking import TrackerSettings
 from deployments.settings import AppArgs
+from serve_app import multipart
 from serve_app.errors import ERROR_SCHEMA, ApiError, replica_lost, to_api_error
 from serve_app.job_store import CANCELLED_ERROR, JobStore
 
@@ -247,11 +248,8 @@ def _not_found(job_id: str) -> ApiError:
 
 async def _save_body(request: Request, path, limit: int) -> None:
     """Streams the body to ``path``; the multipart field ``video`` when it is multipart."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"the body is {declared} bytes, over the limit of {limit}")
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "multipart/form-data":
+    multipart.check_declared_length(request, limit)
+    if multipart.media_type(request) != "multipart/form-data":
         await _stream_to(path, request.stream(), limit)
         return
     raw = path.with_suffix(".multipart")
