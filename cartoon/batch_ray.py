@@ -183,8 +183,7 @@ def run(source: Location, target: Location, options: Options, settings: RaySetti
     planned, ignored = plan_location(source, target, options.format, overwrite, tally)
     report_ignored(ignored)
     for relative in [relative for relative, _ in planned if folder_video.is_video(relative)]:
-        tally.failures.append({"input": str(relative), "status": None,
-                               "error": "video clips go through the service's jobs API: run without --engine ray"})
+        tally.fail(relative, "video clips go through the service's jobs API: run without --engine ray")
     planned = [(relative, output) for relative, output in planned if not folder_video.is_video(relative)]
     rows = [{"relative": str(relative), "source": source.join(relative), "target": target.join(output)}
             for relative, output in planned]

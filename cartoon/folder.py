@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
+from typing import TextIO
 
 import httpx
 import pyarrow as pa
@@ -71,12 +72,24 @@ class Task:
 
 @dataclass
 class Tally:
-    """What happened to every photo, filled in as photos finish."""
+    """What happened to every photo, filled in as photos finish.
+
+    With a ``report`` open, each failure is written to it as one JSON line the moment
+    it is known, so a run that is killed still leaves every failure it saw.
+    """
 
     done: int = 0
     skipped: int = 0
     retries: int = 0
     failures: list[dict] = field(default_factory=list)
+    report: TextIO | None = None
+
+    def fail(self, relative: PurePath, error: str, status: int | None = None) -> None:
+        failure = {"input": str(relative), "status": status, "error": error}
+        self.failures.append(failure)
+        if self.report is not None:
+            self.report.write(json.dumps(failure) + "\n")
+            self.report.flush()
 
 
 def select(relatives: Iterable[PurePath], format: str, overwrite: bool, exists: Callable[[PurePath], bool],
@@ -110,10 +123,7 @@ def select(relatives: Iterable[PurePath], format: str, overwrite: bool, exists: 
             ignored += 1
             continue
         if output in owners:
-            tally.failures.append({
-                "input": str(relative), "status": None,
-                "error": f"its output {output.name} is already the output of {owners[output]}",
-            })
+            tally.fail(relative, f"its output {output.name} is already the output of {owners[output]}")
             continue
         owners[output] = relative
         if not overwrite and exists(output):
@@ -325,7 +335,7 @@ def record(tally: Tally, bar: tqdm, relative: PurePath, error: str | None = None
     if error is None:
         tally.done += 1
     else:
-        tally.failures.append({"input": str(relative), "status": status, "error": error})
+        tally.fail(relative, error, status)
         bar.write(f"failed: {relative}: {error}")
     bar.update(1)
     bar.set_postfix(done=tally.done, failed=len(tally.failures), refresh=False)
@@ -406,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-side", type=int, help="cap on the output's long side (only shrinks)")
     parser.add_argument("--concurrency", type=int, default=4, help="photos in flight at once (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="redo photos whose output exists")
-    parser.add_argument("--report", type=Path, help="write the failures to this JSON file")
+    parser.add_argument("--report", type=Path,
+                        help="write each failure to this file as a JSON line as it happens, and the summary last")
     ray = parser.add_argument_group("--engine ray")
     ray.add_argument("--address", help="the Ray cluster (auto: the one this machine belongs to); "
                                        "without it: a Ray of this machine's own, started and stopped here")
@@ -453,13 +464,11 @@ def _summarize(args: argparse.Namespace, tally: Tally, started: list[float], int
     )
     for failure in tally.failures:
         print(f"  failed: {failure['input']}: {failure['error']}")
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        report = {
-            "done": tally.done, "skipped": tally.skipped, "failed": len(tally.failures),
-            "retries": tally.retries, "interrupted": interrupted, "failures": tally.failures,
-        }
-        args.report.write_text(json.dumps(report, indent=2) + "\n")
+    if tally.report is not None:
+        summary = {"done": tally.done, "skipped": tally.skipped, "failed": len(tally.failures),
+                   "retries": tally.retries, "interrupted": interrupted}
+        tally.report.write(json.dumps({"summary": summary}) + "\n")
+        tally.report.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = _options(parser, args)
     tally, started = Tally(), []
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        tally.report = args.report.open("w", encoding="utf-8")
     try:
         if args.engine == "ray":
             from cartoon import batch_ray  # Ray only for this engine: the HTTP mode starts without it
@@ -476,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             asyncio.run(_main(args, options, tally, started))
     except UsageError as exc:
+        if tally.report is not None:
+            tally.report.close()
         print(f"cartoonize-batch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -1,6 +1,5 @@
 """``cartoonize-batch --engine ray`` on a two-node cluster: the served graph's pixels, a killed actor."""
 
-import json
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from cartoon.pipeline import Options, Pipeline
 from cartoon.styles import StyleRegistry
 from tests import photos
 from tests.cluster.conftest import portrait_jpeg, serve_cluster
+from tests.reports import read_report
 
 COMMAND = str(Path(sys.executable).with_name("cartoonize-batch"))
 UNET_ACTOR = "MapWorker(MapBatches(UNetStage))"
@@ -69,13 +69,13 @@ def run(cluster, *args, timeout: float = 300.0) -> subprocess.CompletedProcess:
 def test_a_folder_gives_the_served_pixels_and_reports_a_broken_file(two_nodes, tmp_path):
     sources = write_folder(tmp_path / "in")
     (tmp_path / "in" / "pair" / "broken.jpg").write_bytes(portrait_jpeg()[:2000])
-    report = tmp_path / "report.json"
+    report = tmp_path / "report.jsonl"
 
     # The input as a file:// URI, the output as a path: both go through pyarrow.
     done = run(two_nodes, (tmp_path / "in").as_uri(), "-o", tmp_path / "out", "--report", report)
 
     assert done.returncode == 1, done.stdout + done.stderr
-    summary = json.loads(report.read_text())
+    summary = read_report(report)
     assert (summary["done"], summary["failed"]) == (len(sources), 1)
     assert summary["failures"][0]["input"] == "pair/broken.jpg"
     assert "corrupt_image" in summary["failures"][0]["error"]
@@ -100,7 +100,7 @@ def unet_actor_pids() -> list[int]:
 
 def test_a_killed_unet_actor_is_restarted_and_no_photo_is_lost(two_nodes, tmp_path):
     sources = write_folder(tmp_path / "in", copies=4)
-    out, report = tmp_path / "out", tmp_path / "report.json"
+    out, report = tmp_path / "out", tmp_path / "report.jsonl"
     process = subprocess.Popen(
         [COMMAND, str(tmp_path / "in"), "-o", str(out), "--report", str(report), *RAY_FLAGS,
          "--address", two_nodes.address],
@@ -118,7 +118,7 @@ def test_a_killed_unet_actor_is_restarted_and_no_photo_is_lost(two_nodes, tmp_pa
 
     # Ray restarts the actor and retries its calls: the run goes on as if nothing happened.
     assert process.returncode == 0, stdout + stderr
-    summary = json.loads(report.read_text())
+    summary = read_report(report)
     assert (summary["done"], summary["failed"]) == (len(sources), 0)
     assert {str(path.relative_to(out).with_suffix("")) for path in out.rglob("*.png")} == {
         str(Path(relative).with_suffix("")) for relative in sources

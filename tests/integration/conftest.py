@@ -30,6 +30,7 @@ RAY_CPUS = 11
 DCTNET_FIXTURE = ROOT / "tests" / "fixtures" / "dctnet" / "addv2"
 DCTNET_STYLE = "dctnet-fixture"
 OVERLOADED_RETRY_AFTER_S = 7
+BATCHING_USER_CONFIG = {"max_batch_size": 4, "batch_wait_timeout_s": 1.0}
 API_KEY = "integration-test-key-6f1c"
 ALLOWED_ORIGIN = "https://cartoon.example.com"
 # The video jobs app's limits, small enough for the test clips to cross them.
@@ -95,6 +96,9 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
         variant(app, "overloaded", {"retry_after_s": OVERLOADED_RETRY_AFTER_S, "min_in_flight": 1,
                                     "max_in_flight": 1},
                 {"FaceAligner": {"max_ongoing_requests": 1, "max_queued_requests": 1}}),
+        # A batch wait long enough that pieces of concurrent requests surely meet in one
+        # batch, as a GPU config's wait makes them: the CPU config waits for nothing.
+        variant(app, "batching", {}, {"Cartoonizer": {"user_config": BATCHING_USER_CONFIG}}),
         # A deadline no real photo can meet: 504.
         variant(app, "deadline", {"request_timeout_s": 0.5}, {}),
         # A converted DCT-Net style served next to the default ones.

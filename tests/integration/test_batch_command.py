@@ -1,7 +1,6 @@
 """``cartoonize-batch`` against the served graph: the console script, run as a user runs it."""
 
 import io
-import json
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tests import photos
+from tests.reports import read_report
 
 COMMAND = str(Path(sys.executable).with_name("cartoonize-batch"))
 
@@ -44,7 +44,7 @@ def test_folder_mirrored_and_a_corrupt_file_reported(base_url, tmp_path):
     corrupt = tmp_path / "in" / "part1" / "broken.jpg"
     corrupt.write_bytes(sources[0].read_bytes()[:3000])
     (tmp_path / "in" / "notes.txt").write_text("not a photo")
-    report = tmp_path / "failures.json"
+    report = tmp_path / "failures.jsonl"
 
     done = run(tmp_path / "in", "-o", tmp_path / "out", "--url", base_url, "--report", report)
 
@@ -54,7 +54,7 @@ def test_folder_mirrored_and_a_corrupt_file_reported(base_url, tmp_path):
         assert size_of(output) == size_of(source)
     assert not (tmp_path / "out" / "part1" / "broken.png").exists()
     assert "ignored 1 files" in done.stdout
-    summary = json.loads(report.read_text())
+    summary = read_report(report)
     assert (summary["done"], summary["skipped"], summary["failed"], summary["retries"]) == (3, 0, 1, 0)
     [failure] = summary["failures"]
     assert failure["input"] == "part1/broken.jpg"
@@ -107,13 +107,13 @@ def test_503_answers_are_retried(base_url, tmp_path):
     """The /overloaded copy of the app takes one image at a time and queues one: six in
     flight get 503 with Retry-After, and every one of them must still end up done."""
     write_photos(tmp_path / "in", 6)
-    report = tmp_path / "report.json"
+    report = tmp_path / "report.jsonl"
 
     done = run(tmp_path / "in", "-o", tmp_path / "out", "--url", f"{base_url}/overloaded",
                "--concurrency", "6", "--max-side", "256", "--format", "jpeg", "--report", report)
 
     assert done.returncode == 0, done.stdout + done.stderr
-    summary = json.loads(report.read_text())
+    summary = read_report(report)
     assert (summary["done"], summary["failed"]) == (6, 0)
     assert summary["retries"] > 0
     assert all(max(size_of(path)) == 256 for path in (tmp_path / "out").rglob("*.jpg"))

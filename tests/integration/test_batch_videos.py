@@ -1,6 +1,5 @@
 """``cartoonize-batch`` on a folder holding video clips, against the served graph's jobs API."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import av
 
 from tests import clips, photos
 from tests.integration.test_batch_command import INTERRUPTIBLE, run, size_of
+from tests.reports import read_report
 
 SIDE = 128
 FPS = 10
@@ -37,7 +37,7 @@ def test_clips_and_photos_mirrored_a_broken_clip_reported_and_a_rerun_skips(base
     astronaut_clip(source / "wave.webm", 5, **WEBM)
     (source / "trip" / "hello.jpg").write_bytes(photos.encode(photos.grace_hopper(), "JPEG", quality=90))
     (source / "broken.mov").write_bytes((source / "trip" / "hello.mp4").read_bytes()[:600])
-    report = tmp_path / "report.json"
+    report = tmp_path / "report.jsonl"
 
     done = run(source, "-o", tmp_path / "out", "--url", base_url, "--max-side", "512", "--report", report)
 
@@ -45,7 +45,7 @@ def test_clips_and_photos_mirrored_a_broken_clip_reported_and_a_rerun_skips(base
     assert probe(tmp_path / "out" / "trip" / "hello.mp4") == (10, (SIDE, SIDE), "aac")
     assert probe(tmp_path / "out" / "wave.webm") == (5, (SIDE, SIDE), "opus")
     assert max(size_of(tmp_path / "out" / "trip" / "hello.png")) == 512
-    summary = json.loads(report.read_text())
+    summary = read_report(report)
     assert (summary["done"], summary["skipped"], summary["failed"]) == (3, 0, 1)
     [failure] = summary["failures"]
     assert failure["input"] == "broken.mov"

@@ -229,8 +229,10 @@ def resends_logged(replica_logs) -> int:
 
 
 # Each kill is aimed at a large photo the victim is surely working on, while three
-# clients keep it busy with small ones (within the Ingress's admission floor);
-# if the timing still misses, the test kills again, at most this often.
+# clients keep it busy with small ones (within the Ingress's admission floor), and
+# only once the victim itself reports a request in flight (on a slow machine the
+# large photo's upload outlasted the fixed delay); if the timing still misses, the
+# test kills again, at most this often.
 MAX_KILLS = 3
 KILL_AFTER_S = {"FaceAligner": 0.3, "Cartoonizer": 2.0}
 
@@ -267,7 +269,10 @@ def test_killing_a_replica_under_load_loses_no_image(base_url, small_jpeg, large
                     session.post("/guarded/v1/cartoonize", params={"max_side": 256}, content=large_jpeg)
                 )
                 await asyncio.sleep(KILL_AFTER_S[deployment])
-                ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+                actor = ray.get_actor(victim, namespace="serve")
+                while not await actor.get_num_ongoing_requests.remote():  # Serve's replica actor method
+                    await asyncio.sleep(0.01)
+                ray.kill(actor, no_restart=True)
                 kills += 1
                 statuses.append((await large).status_code)
                 await asyncio.sleep(3.0)  # the resend lines reach the log

@@ -1,12 +1,12 @@
 """cartoonize-batch without a service: planning, backoff (cartoon.retry), and the in-process pipeline."""
 
-import json
 
 import pyarrow.fs as pafs
 import pytest
 
 from cartoon import folder, images, retry
 from tests import clips, photos
+from tests.reports import read_report
 
 
 def test_backoff_grows_to_its_cap_and_honours_retry_after():
@@ -50,14 +50,14 @@ def test_in_process_run_without_url(tmp_path, capsys):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     (tmp_path / "in" / "sub" / "pair.png").write_bytes(photos.encode(photos.two_faces()))
     (tmp_path / "in" / "broken.png").write_bytes(photos.encode(photos.two_faces())[:500])
-    report = tmp_path / "report.json"
+    report = tmp_path / "report.jsonl"
 
     code = folder.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--format", "webp",
                         "--report", str(report)])
 
     assert code == folder.EXIT_FAILED
     assert images.decode((tmp_path / "out" / "sub" / "pair.webp").read_bytes()).rgb.shape == (320, 640, 3)
-    summary = json.loads(report.read_text())
+    summary = read_report(report)
     assert (summary["done"], summary["failed"]) == (1, 1)
     assert summary["failures"][0]["input"] == "broken.png"
     assert "corrupt_image" in summary["failures"][0]["error"]
@@ -123,12 +123,12 @@ def test_plan_takes_clips_at_their_own_path_beside_photos_of_the_same_stem(tmp_p
 def test_clips_without_a_service_are_reported_not_skipped(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     clips.astronaut_clip(tmp_path / "in" / "hello.mp4", frames=3)
-    report = tmp_path / "report.json"
+    report = tmp_path / "report.jsonl"
 
     code = folder.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--report", str(report)])
 
     assert code == folder.EXIT_FAILED
-    [failure] = json.loads(report.read_text())["failures"]
+    [failure] = read_report(report)["failures"]
     assert failure == {"input": "hello.mp4", "status": None,
                        "error": "video clips are cartoonized by the service: give --url"}
     assert not (tmp_path / "out" / "hello.mp4").exists()
