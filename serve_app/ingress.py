@@ -124,12 +124,14 @@ class Ingress:
     async def _admitting(self, images_count: int = 1) -> None:
         """Refuses (503) before the body is read when ``images_count`` more do not fit.
 
-        The first request waits for the readiness snapshot, which brings the
-        Cartoonizers' measured forward, so even a first burst is admitted by what the
-        machine can do; later ones refresh it in the background.
+        Until the Ingress has measured its own rate, the first request waits for the
+        readiness snapshot, which brings the Cartoonizers' timed forward, so even a
+        first burst is admitted by what the machine can do; later ones refresh it in the
+        background. Once the rate is measured the snapshot is not needed: its refresh
+        (``serve.status``) cost a tenth of a core under a flood of refusals.
         """
-        snapshot = await self.readiness.snapshot()
-        self._estimate(snapshot)
+        if self.admission.measured_rate is None:
+            self._estimate(await self.readiness.snapshot())
         try:
             self.admission.check(images_count)
         except Overloaded as exc:
