@@ -303,12 +303,16 @@ def test_an_input_that_kills_a_replica_is_not_sent_to_another(client, small_jpeg
     poisonous = photos.encode(cv2.resize(photos.grace_hopper(), (4800, 4800), interpolation=cv2.INTER_LINEAR), "JPEG")
     resends_before = resends_logged(replica_logs)
     for _ in range(MAX_KILLS):
-        while len(pids := replica_pids("guarded", "FaceAligner")) != 1:
+        while len(pids := replica_pids("guarded", "FaceAligner")) != 1 or \
+                len(actors := replica_actors("guarded", "FaceAligner")) != 1:
             time.sleep(0.5)  # the replacement of an earlier victim is not up yet
+        victim = ray.get_actor(actors[0], namespace="serve")
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(client.post, "/guarded/v1/cartoonize", params={"max_side": 256},
                                  content=poisonous, headers=AUTH)
             time.sleep(KILL_AFTER_S["FaceAligner"])
+            while not answer.done() and not ray.get(victim.get_num_ongoing_requests.remote()):  # not there yet
+                time.sleep(0.01)
             os.kill(pids[0], signal.SIGKILL)  # as a segfault or the OOM killer would
             answered = answer.result()
         if answered.status_code != 200:  # 200: the kill came after the FaceAligner was done with it
