@@ -177,24 +177,26 @@ def test_deadline_passed_is_504(client, astronaut_png):
 
 
 def test_concurrent_requests_share_cartoonizer_batches(base_url):
-    """16 requests at once: some UNet batch must hold pieces of more than one request.
+    """8 requests at once: some UNet batch must hold pieces of more than one request.
 
     Each request sends one head crop and one background piece, each kind in its own
     batch, so any reported batch size above 1 holds pieces of several requests. On the
     /batching copy, whose batches wait to fill: Serve 2.60 closes a batch after its
     wait even while the model is busy, so with the CPU config's zero wait a batch of
-    one is the rule (deployments.batching) and batches met only by chance.
+    one is the rule (deployments.batching) and batches met only by chance. Eight, the
+    admission floor (`min_in_flight`): the copy's one Cartoonizer admitted 15 of 16 on
+    the CI machine by its start-up estimate.
     """
     portrait = photos.encode(photos.astronaut()[:256, 96:352], "JPEG")
 
     async def burst():
         async with httpx.AsyncClient(base_url=base_url, timeout=300) as session:
             return await asyncio.gather(
-                *(session.post("/batching/v1/cartoonize", content=portrait) for _ in range(16))
+                *(session.post("/batching/v1/cartoonize", content=portrait) for _ in range(8))
             )
 
     responses = asyncio.run(burst())
-    assert [r.status_code for r in responses] == [200] * 16
+    assert [r.status_code for r in responses] == [200] * 8
     sizes = [int(size) for r in responses for size in r.headers["x-batch-sizes"].split(",")]
     assert max(sizes) > 1, sizes
     assert max(sizes) <= BATCHING_USER_CONFIG["max_batch_size"], sizes
