@@ -468,7 +468,6 @@ def _summarize(args: argparse.Namespace, tally: Tally, started: list[float], int
         summary = {"done": tally.done, "skipped": tally.skipped, "failed": len(tally.failures),
                    "retries": tally.retries, "interrupted": interrupted}
         tally.report.write(json.dumps({"summary": summary}) + "\n")
-        tally.report.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,9 +476,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = _options(parser, args)
     tally, started = Tally(), []
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        tally.report = args.report.open("w", encoding="utf-8")
+    if not args.report:
+        return _run_engine(args, options, tally, started)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    with args.report.open("w", encoding="utf-8") as tally.report:
+        return _run_engine(args, options, tally, started)
+
+
+def _run_engine(args: argparse.Namespace, options: Options, tally: Tally, started: list[float]) -> int:
+    """Runs the chosen engine and summarizes; returns the exit code."""
     try:
         if args.engine == "ray":
             from cartoon import batch_ray  # Ray only for this engine: the HTTP mode starts without it
@@ -488,8 +493,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             asyncio.run(_main(args, options, tally, started))
     except UsageError as exc:
-        if tally.report is not None:
-            tally.report.close()
         print(f"cartoonize-batch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
