@@ -1,15 +1,19 @@
 """``cartoonize-batch`` side by side: through the served graph (HTTP) and through Ray Data.
 
-    python -m benchmarks.raydata                  # CPU preset: 24 and 48 photos, 2 rounds, ~12 min on 2 cores
+    python -m benchmarks.raydata                  # CPU preset: 96 and 192 photos, 2 rounds, ~12 min on 2 cores
     python -m benchmarks.raydata --preset gpu     # one GPU node: configs/gpu.yaml against one GPU actor
 
 The same folder (the two real portraits at a 1024 px long side, in turn) goes through
-both modes, each run as a user runs it, the console script in a child process:
+every mode of the preset, each run as a user runs it, the console script in a child
+process:
 
 - ``http``: ``cartoonize-batch --url`` against the preset's Serve config deployed in this
   process (warm: every deployment ready before the clock starts);
 - ``ray``: ``cartoonize-batch --engine ray`` on a Ray of its own, which it starts (the
-  Ray start-up, actor start-up and model loading are inside its wall time).
+  Ray start-up, actor start-up and model loading are inside its wall time), with the
+  layout the command picks (cpu: whole photos per actor; gpu: staged);
+- ``ray-staged`` (cpu): the same with ``--layout staged``, serve_config.yaml's layout
+  mirrored, to show what the whole-photo layout gains on CPUs.
 
 Each mode runs a folder of n photos and one of 2n. Reported per mode: the wall time
 of the 2n run, its own images/s (from its first photo on: Ray's actor start-up and
@@ -17,8 +21,8 @@ model loading inside), and the marginal rate n / (wall(2n) - wall(n)), in which 
 fixed cost (Ray's start, the actors', the first batch) cancels: the rate a long run
 settles at. (The outputs' mtimes cannot give it: the Ray mode writes a batch's photos
 at once, after a start-up during which its CPU tasks ran ahead.) Then the ratios
-ray / http, and how far apart the two modes' pictures are (largest channel difference
-over all photos). Rounds alternate the order of the modes.
+to http, and how far apart the modes' pictures are (largest channel difference over all
+photos). Each round starts with another mode.
 """
 
 import argparse
@@ -37,24 +41,30 @@ from benchmarks.common import fmt
 from cartoon import images
 
 COMMAND = str(Path(sys.executable).with_name("cartoonize-batch"))
-MODES = ("http", "ray")
 PRESETS = {
-    # serve_config.yaml's layout mirrored: two UNet actors of 0.75 CPU (one torch thread
-    # each), the CPU stages in the quarter CPUs left.
     "cpu": {
         "serve_config": common.SERVE_CONFIG,
-        "photos": 24,
-        "http": ["--concurrency", "8"],
-        "ray": ["--unet-actors", "2", "--cpus-per-actor", "0.75", "--cpus-per-task", "0.25", "--batch-size", "4"],
+        "photos": 96,
+        "modes": {
+            "http": ["--concurrency", "8"],
+            # The command's defaults on CPUs: one whole-photo actor per CPU.
+            "ray": [],
+            # serve_config.yaml's layout mirrored: two UNet actors of 0.75 CPU (one torch
+            # thread each), the CPU stages in the quarter CPUs left.
+            "ray-staged": ["--layout", "staged", "--unet-actors", "2", "--cpus-per-actor", "0.75",
+                           "--cpus-per-task", "0.25"],
+        },
     },
     # configs/gpu.yaml's layout mirrored: one UNet actor holding the GPU, 384 px tiles,
     # one CPU per CPU task.
     "gpu": {
         "serve_config": common.ROOT / "configs" / "gpu.yaml",
         "photos": 48,
-        "http": ["--concurrency", "32"],
-        "ray": ["--unet-actors", "1", "--gpus-per-actor", "1", "--cpus-per-actor", "1", "--cpus-per-task", "1",
-                "--batch-size", "16", "--tile", "384"],
+        "modes": {
+            "http": ["--concurrency", "32"],
+            "ray": ["--unet-actors", "1", "--gpus-per-actor", "1", "--cpus-per-actor", "1", "--cpus-per-task", "1",
+                    "--batch-size", "16", "--tile", "384"],
+        },
     },
 }
 RATE = re.compile(r"done (\d+), skipped \d+, failed (\d+); ([\d.]+) images/s")
@@ -101,31 +111,35 @@ def largest_difference(first: Path, second: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.raydata", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--photos", type=int, help="n: photos of the small folder, the large one has 2n (preset: cpu 24, gpu 48)")
+    parser.add_argument("--photos", type=int, help="n: photos of the small folder, the large one has 2n (preset: cpu 96, gpu 48)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--output", help="results JSON (default benchmarks/results/raydata_PRESET.json)")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    modes = list(preset["modes"])
     count = args.photos or preset["photos"]
     config = common.load_serve_config(preset["serve_config"])
     description = common.machine_description()
     work = Path(tempfile.mkdtemp(prefix="raydata-bench"))
-    results: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    results: dict[str, list[dict]] = {mode: [] for mode in modes}
     try:
         for size in (count, 2 * count):
             write_folder(work / f"in{size}", size)
         for round_index in range(args.rounds):
-            for mode in MODES if round_index % 2 == 0 else MODES[::-1]:
+            shift = round_index % len(modes)
+            for mode in modes[shift:] + modes[:shift]:
+                flags = preset["modes"][mode]
                 if mode == "http":
                     with common.served_graph(config) as url:
-                        result = run_mode(work, mode, [*preset[mode], "--url", url], count, round_index)
+                        result = run_mode(work, mode, [*flags, "--url", url], count, round_index)
                 else:
-                    result = run_mode(work, mode, [*preset[mode], "--engine", "ray"], count, round_index)
+                    result = run_mode(work, mode, [*flags, "--engine", "ray"], count, round_index)
                 results[mode].append(result)
                 print(f"round {round_index + 1} {mode}: {2 * count} photos in {result['wall_s']:.1f} s wall, "
                       f"{result['own_rate']:.2f} img/s own, {result['marginal_rate']:.2f} img/s marginal",
                       file=sys.stderr, flush=True)
-        difference = largest_difference(work / f"http0_{2 * count}", work / f"ray0_{2 * count}")
+        differences = {mode: largest_difference(work / f"http0_{2 * count}", work / f"{mode}0_{2 * count}")
+                       for mode in modes if mode != "http"}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -134,17 +148,19 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [[mode, 2 * count, fmt(median(mode, "wall_s")), fmt(median(mode, "own_rate"), 2),
              fmt(median(mode, "marginal_rate"), 2),
-             " / ".join(fmt(result["marginal_rate"], 2) for result in results[mode])] for mode in MODES]
-    rows.append(["ray / http", "", fmt(median("ray", "wall_s") / median("http", "wall_s"), 2) + "x",
-                 fmt(median("ray", "own_rate") / median("http", "own_rate"), 2) + "x",
-                 fmt(median("ray", "marginal_rate") / median("http", "marginal_rate"), 2) + "x", ""])
+             " / ".join(fmt(result["marginal_rate"], 2) for result in results[mode])] for mode in modes]
+    rows += [[f"{mode} / http", "", fmt(median(mode, "wall_s") / median("http", "wall_s"), 2) + "x",
+              fmt(median(mode, "own_rate") / median("http", "own_rate"), 2) + "x",
+              fmt(median(mode, "marginal_rate") / median("http", "marginal_rate"), 2) + "x", ""]
+             for mode in modes if mode != "http"]
     print(f"\n{description}; preset {args.preset}, {args.rounds} rounds (medians)\n")
     print(common.markdown_table(
         ["mode", "photos", "wall s (lower: faster)", "images/s (own)", "images/s (marginal)", "marginal, per round"], rows))
-    print(f"\nlargest channel difference between the two modes' pictures: {difference}/255")
+    for mode, difference in differences.items():
+        print(f"largest channel difference between the http and {mode} pictures: {difference}/255")
     common.write_json(common.output_path(args.output, f"raydata_{args.preset}.json"), {
         "machine": description, "preset": args.preset, "photos": count, "results": results,
-        "largest_difference": difference,
+        "largest_differences": differences,
     })
     return 0
 

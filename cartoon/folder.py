@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,10 @@ RETRIED_STATUSES = {503, 504}
 MAX_ATTEMPTS = 8  # per photo: the first try and up to 7 retries
 API_KEY_VARIABLE = "CARTOON_API_KEY"
 LOCAL_FILESYSTEM = pafs.LocalFileSystem()
+# How --engine ray lays the stages out on the cluster (cartoon.batch_ray).
+RAY_LAYOUTS = ("auto", "staged", "whole")
+# What write_atomic's temporaries end with after the output's name: the writer's pid.
+PARTIAL_SUFFIX = re.compile(r"\.\d+\.partial$")
 
 
 class UsageError(Exception):
@@ -228,6 +233,24 @@ def write_atomic(filesystem: pafs.FileSystem, target: str, data: bytes) -> None:
         if filesystem.get_file_info(temporary).type != pafs.FileType.NotFound:
             filesystem.delete_file(temporary)
         raise
+
+
+def remove_partials(target: Location, outputs: list[PurePosixPath]) -> list[PurePosixPath]:
+    """Deletes the temporaries of ``outputs`` that writers killed mid-write left behind.
+
+    A lost Ray worker dies between its write and its rename while the run goes on
+    without it; the photo is written again by a retry, under another temporary name.
+    One listing of the folder, as at the start.
+
+    Returns:
+        The temporaries deleted, relative to ``target``.
+    """
+    hidden = {output.parent / f".{output.name}" for output in outputs}
+    left = [path for path in target.files()
+            if PARTIAL_SUFFIX.search(path.name) and path.parent / PARTIAL_SUFFIX.sub("", path.name) in hidden]
+    for path in left:
+        target.filesystem.delete_file(target.join(path))
+    return left
 
 
 class ServiceBackend:
@@ -421,12 +444,17 @@ def build_parser() -> argparse.ArgumentParser:
     ray = parser.add_argument_group("--engine ray")
     ray.add_argument("--address", help="the Ray cluster (auto: the one this machine belongs to); "
                                        "without it: a Ray of this machine's own, started and stopped here")
-    ray.add_argument("--unet-actors", type=int, default=1, help="UNet actors in the pool (default 1)")
+    ray.add_argument("--layout", choices=RAY_LAYOUTS, default="auto",
+                     help="staged: decode/align tasks, UNet actors, compose tasks; whole: each actor takes "
+                          "photos from file to file (default auto: staged with --gpus-per-actor, else whole)")
+    ray.add_argument("--unet-actors", type=int,
+                     help="actors in the pool (default: as many as the cluster's GPUs, or with whole "
+                          "photos on CPUs its CPUs and memory, hold when the run starts)")
     ray.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per UNet actor (default 0: CPU)")
     ray.add_argument("--cpus-per-actor", type=float, default=1.0,
                      help="logical CPUs per UNet actor, its torch threads on a CPU (default 1)")
     ray.add_argument("--cpus-per-task", type=float, default=1.0,
-                     help="logical CPUs per decode/align or compose/encode task (default 1)")
+                     help="logical CPUs per decode/align or compose/encode task of the staged layout (default 1)")
     ray.add_argument("--batch-size", type=int, default=4,
                      help="photos per UNet actor call; their pieces form its batches (default 4)")
     ray.add_argument("--tile", type=int, default=0,
@@ -439,7 +467,9 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
         parser.error(f"INPUT_DIR {args.input_dir} is not a folder")
     if args.engine == "ray" and args.url:
         parser.error("--url is for --engine http; --engine ray runs on the Ray cluster of --address")
-    if min(args.unet_actors, args.batch_size) < 1 or args.cpus_per_task <= 0 or min(args.cpus_per_actor, args.gpus_per_actor) < 0:
+    actors_given = args.unet_actors is not None
+    if min(args.unet_actors if actors_given else 1, args.batch_size) < 1 or args.cpus_per_task <= 0 \
+            or min(args.cpus_per_actor, args.gpus_per_actor) < 0:
         parser.error("--unet-actors and --batch-size must be at least 1, --cpus-per-task above 0, "
                      "--cpus-per-actor and --gpus-per-actor at least 0")
     if args.tile and (args.tile % UNET_STRIDE or args.tile <= 2 * PipelineSettings.halo):

@@ -1,4 +1,9 @@
-"""``cartoonize-batch --engine ray`` on a two-node cluster: the served graph's pixels, a killed actor."""
+"""``cartoonize-batch --engine ray`` on a two-node cluster: the served graph's pixels, a killed actor.
+
+Both layouts: ``whole`` (the default on CPUs: each actor takes photos from file to file)
+and ``staged`` (the default with GPUs: CPU tasks around UNet actors; a GPU is not
+needed to run it, ``--layout staged`` runs it on CPUs).
+"""
 
 import os
 import signal
@@ -20,8 +25,9 @@ from tests.cluster.conftest import portrait_jpeg, serve_cluster
 from tests.reports import read_report
 
 COMMAND = str(Path(sys.executable).with_name("cartoonize-batch"))
-UNET_ACTOR = "MapWorker(MapBatches(UNetStage))"
-# Two UNet actors of one CPU each, half a CPU per prepare or compose task: on a 1-CPU
+# The pool's actors by layout: each runs the UNet.
+ACTORS = {"whole": "MapWorker(MapBatches(PhotoStage))", "staged": "MapWorker(MapBatches(UNetStage))"}
+# Two actors of one CPU each, half a CPU per prepare or compose task (staged): on a 1-CPU
 # head and a 2-CPU worker node, so the stages spread over both nodes.
 RAY_FLAGS = ["--engine", "ray", "--unet-actors", "2", "--cpus-per-actor", "1", "--cpus-per-task", "0.5",
              "--batch-size", "2"]
@@ -61,18 +67,22 @@ def write_folder(folder: Path, copies: int = 1) -> dict[str, bytes]:
     return written
 
 
-def run(cluster, *args, timeout: float = 300.0) -> subprocess.CompletedProcess:
-    return subprocess.run([COMMAND, *map(str, args), *RAY_FLAGS, "--address", cluster.address],
-                          capture_output=True, text=True, timeout=timeout)
+def command(cluster, layout: str, *args) -> list[str]:
+    return [COMMAND, *map(str, args), *RAY_FLAGS, "--layout", layout, "--address", cluster.address]
 
 
-def test_a_folder_gives_the_served_pixels_and_reports_a_broken_file(two_nodes, tmp_path):
+def run(cluster, layout: str, *args, timeout: float = 300.0) -> subprocess.CompletedProcess:
+    return subprocess.run(command(cluster, layout, *args), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("layout", ["whole", "staged"])
+def test_a_folder_gives_the_served_pixels_and_reports_a_broken_file(two_nodes, tmp_path, layout):
     sources = write_folder(tmp_path / "in")
     (tmp_path / "in" / "pair" / "broken.jpg").write_bytes(portrait_jpeg()[:2000])
     report = tmp_path / "report.jsonl"
 
     # The input as a file:// URI, the output as a path: both go through pyarrow.
-    done = run(two_nodes, (tmp_path / "in").as_uri(), "-o", tmp_path / "out", "--report", report)
+    done = run(two_nodes, layout, (tmp_path / "in").as_uri(), "-o", tmp_path / "out", "--report", report)
 
     assert done.returncode == 1, done.stdout + done.stderr
     summary = read_report(report)
@@ -88,30 +98,29 @@ def test_a_folder_gives_the_served_pixels_and_reports_a_broken_file(two_nodes, t
         assert difference <= 1, f"{relative}: {difference}/255 from the in-process pipeline"
     assert not [path for path in (tmp_path / "out").rglob("*") if path.name.startswith(".")]  # no temporaries
 
-    again = run(two_nodes, tmp_path / "in", "-o", tmp_path / "out")
+    again = run(two_nodes, layout, tmp_path / "in", "-o", tmp_path / "out")
 
     assert again.returncode == 1  # the broken file fails again; the rest is skipped
     assert f"done 0, skipped {len(sources)}, failed 1" in again.stdout
 
 
-def unet_actor_pids() -> list[int]:
-    return [actor.pid for actor in list_actors(filters=[("class_name", "=", UNET_ACTOR), ("state", "=", "ALIVE")])]
+def actor_pids(layout: str) -> list[int]:
+    alive = [("class_name", "=", ACTORS[layout]), ("state", "=", "ALIVE")]
+    return [actor.pid for actor in list_actors(filters=alive)]
 
 
-def test_a_killed_unet_actor_is_restarted_and_no_photo_is_lost(two_nodes, tmp_path):
+@pytest.mark.parametrize("layout", ["whole", "staged"])
+def test_a_killed_actor_is_restarted_and_no_photo_is_lost(two_nodes, tmp_path, layout):
     sources = write_folder(tmp_path / "in", copies=4)
     out, report = tmp_path / "out", tmp_path / "report.jsonl"
-    process = subprocess.Popen(
-        [COMMAND, str(tmp_path / "in"), "-o", str(out), "--report", str(report), *RAY_FLAGS,
-         "--address", two_nodes.address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    process = subprocess.Popen(command(two_nodes, layout, tmp_path / "in", "-o", out, "--report", report),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not list(out.rglob("*.png")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     written_before = len(list(out.rglob("*.png")))
     assert process.poll() is None and 0 < written_before < len(sources), "the kill must land mid-run"
-    [victim, _] = unet_actor_pids()
+    [victim, _] = actor_pids(layout)
 
     os.kill(victim, signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=300)
@@ -125,7 +134,7 @@ def test_a_killed_unet_actor_is_restarted_and_no_photo_is_lost(two_nodes, tmp_pa
     }
     assert not [path for path in out.rglob("*") if path.name.startswith(".")]  # no temporaries left
 
-    rerun = run(two_nodes, tmp_path / "in", "-o", out)
+    rerun = run(two_nodes, layout, tmp_path / "in", "-o", out)
 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"done 0, skipped {len(sources)}, failed 0" in rerun.stdout

@@ -1,5 +1,6 @@
 """cartoonize-batch without a service: planning, backoff (cartoon.retry), and the in-process pipeline."""
 
+from pathlib import PurePosixPath
 
 import pyarrow.fs as pafs
 import pytest
@@ -132,3 +133,19 @@ def test_clips_without_a_service_are_reported_not_skipped(tmp_path, capsys):
     assert failure == {"input": "hello.mp4", "status": None,
                        "error": "video clips are cartoonized by the service: give --url"}
     assert not (tmp_path / "out" / "hello.mp4").exists()
+
+
+def test_remove_partials_deletes_only_the_temporaries_of_the_planned_outputs(tmp_path):
+    target = folder.Location.parse(str(tmp_path))
+    (tmp_path / "a").mkdir()
+    for name in ("a/x.png", "a/.x.png.4242.partial", ".y.png.17.partial", "a/.z.png.5.partial", "a/.x.png.notes"):
+        (tmp_path / name).write_bytes(b"")
+    planned = [PurePosixPath("a/x.png"), PurePosixPath("y.png")]
+
+    removed = folder.remove_partials(target, planned)
+
+    # z.png was not planned (another run's writer may own it); the other names are no temporaries.
+    assert sorted(map(str, removed)) == [".y.png.17.partial", "a/.x.png.4242.partial"]
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file()) == [
+        "a/.x.png.notes", "a/.z.png.5.partial", "a/x.png",
+    ]
