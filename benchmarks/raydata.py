@@ -15,14 +15,18 @@ process:
 - ``ray-staged`` (cpu): the same with ``--layout staged``, serve_config.yaml's layout
   mirrored, to show what the whole-photo layout gains on CPUs.
 
-Each mode runs a folder of n photos and one of 2n. Reported per mode: the wall time
-of the 2n run, its own images/s (from its first photo on: Ray's actor start-up and
-model loading inside), and the marginal rate n / (wall(2n) - wall(n)), in which every
-fixed cost (Ray's start, the actors', the first batch) cancels: the rate a long run
-settles at. (The outputs' mtimes cannot give it: the Ray mode writes a batch's photos
-at once, after a start-up during which its CPU tasks ran ahead.) Then the ratios
-to http, and how far apart the modes' pictures are (largest channel difference over all
-photos). Each round starts with another mode.
+Each mode runs a folder of n photos and one of 2n, each from a cold start: a Ray of its
+own for the Ray modes, a service deployed anew for http (so its autoscaling starts
+from the config's minimum in both runs, not warmed by the first). Reported per mode:
+the wall time of the 2n run (Ray's start inside, the service's start not), its own
+images/s (the command's count over its own time: from its first request on, for Ray
+from the plan on, actor start-up and model loading inside), and the marginal rate
+n / (own(2n) - own(n)), in which every fixed cost (the actors' start, the first batch,
+the service scaling up) cancels: the rate a long run settles at. Its noise is the
+run-to-run spread of those fixed costs, which is why n is large. (The outputs' mtimes
+cannot give it: the staged layout's CPU tasks run ahead while its actors load.) Then
+the ratios to http, and how far apart the modes' pictures are (largest channel
+difference over all photos). Each round starts with another mode.
 """
 
 import argparse
@@ -67,7 +71,7 @@ PRESETS = {
         },
     },
 }
-RATE = re.compile(r"done (\d+), skipped \d+, failed (\d+); ([\d.]+) images/s")
+RATE = re.compile(r"done (\d+), skipped \d+, failed (\d+); ([\d.]+) images/s over ([\d.]+) s")
 
 
 def write_folder(folder: Path, count: int) -> None:
@@ -79,23 +83,28 @@ def write_folder(folder: Path, count: int) -> None:
 
 
 def run_command(args: list[str], count: int) -> dict:
-    """Runs the console script on ``count`` photos; its wall time and its own rate."""
+    """Runs the console script on ``count`` photos; its wall time, its own time and rate."""
     start = time.perf_counter()
     done = subprocess.run([COMMAND, *args], capture_output=True, text=True)
     wall_s = time.perf_counter() - start
     match = RATE.search(done.stdout)
     if done.returncode != 0 or not match or int(match.group(1)) != count:
         raise SystemExit(f"cartoonize-batch {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return {"wall_s": wall_s, "own_rate": float(match.group(3))}
+    return {"wall_s": wall_s, "own_s": float(match.group(4)), "own_rate": float(match.group(3))}
 
 
-def run_mode(work: Path, mode: str, flags: list[str], count: int, round_index: int) -> dict:
-    """The n and 2n runs of one mode; the 2n run's figures and the marginal rate."""
-    walls = {}
+def run_mode(work: Path, mode: str, flags: list[str], config: dict, count: int, round_index: int) -> dict:
+    """The n and 2n runs of one mode, each from a cold start; the 2n run's figures and the marginal rate."""
+    own_s = {}
     for size in (count, 2 * count):
-        result = run_command([str(work / f"in{size}"), "-o", str(work / f"{mode}{round_index}_{size}"), *flags], size)
-        walls[size] = result["wall_s"]
-    return {**result, "marginal_rate": count / (walls[2 * count] - walls[count])}
+        args = [str(work / f"in{size}"), "-o", str(work / f"{mode}{round_index}_{size}"), *flags]
+        if mode == "http":
+            with common.served_graph(config) as url:
+                result = run_command([*args, "--url", url], size)
+        else:
+            result = run_command([*args, "--engine", "ray"], size)
+        own_s[size] = result["own_s"]
+    return {**result, "marginal_rate": count / (own_s[2 * count] - own_s[count])}
 
 
 def largest_difference(first: Path, second: Path) -> int:
@@ -128,12 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_index in range(args.rounds):
             shift = round_index % len(modes)
             for mode in modes[shift:] + modes[:shift]:
-                flags = preset["modes"][mode]
-                if mode == "http":
-                    with common.served_graph(config) as url:
-                        result = run_mode(work, mode, [*flags, "--url", url], count, round_index)
-                else:
-                    result = run_mode(work, mode, [*flags, "--engine", "ray"], count, round_index)
+                result = run_mode(work, mode, preset["modes"][mode], config, count, round_index)
                 results[mode].append(result)
                 print(f"round {round_index + 1} {mode}: {2 * count} photos in {result['wall_s']:.1f} s wall, "
                       f"{result['own_rate']:.2f} img/s own, {result['marginal_rate']:.2f} img/s marginal",
