@@ -149,7 +149,7 @@ def _read_and_prepare(source: str, filesystem, options: Options, preparer: Prepa
 def _stylized(jobs: list[Job], stylizer: Stylizer) -> list[Job | str]:
     """The jobs stylized together, each as a job or, where it failed, its error message."""
     try:
-        return list(stylize_jobs(jobs, stylizer))
+        return stylize_jobs(jobs, stylizer)
     except Exception:
         # One photo's trouble (a background too large for the GPU, say) must not fail
         # the others of its batch: each alone, so only its own row fails.
@@ -256,7 +256,7 @@ def dataset(rows: list[dict], source: Location, target: Location, options: Optio
             "target": target.filesystem}, **pool)
     return (
         photos.map(prepare, fn_kwargs={"filesystem": source.filesystem, "options": options,
-                                 "settings": settings.pipeline}, num_cpus=settings.cpus_per_task)
+                                       "settings": settings.pipeline}, num_cpus=settings.cpus_per_task)
         .map_batches(UNetStage, fn_constructor_kwargs={"style": options.style, "settings": settings.pipeline},
                      **pool)
         .map(compose, fn_kwargs={"filesystem": target.filesystem}, num_cpus=settings.cpus_per_task)
@@ -305,8 +305,13 @@ def run(source: Location, target: Location, options: Options, settings: RaySetti
             missing = f"{NO_RESULT}: the run failed: {exc!r:.500}"
         for relative in sorted(waiting):
             record(tally, bar, PurePosixPath(relative), missing)
+    if rows:
+        _remove_partials(target, [output for _, output in planned])
+
+
+def _remove_partials(target: Location, outputs: list[PurePosixPath]) -> None:
     try:
-        for partial in remove_partials(target, [output for _, output in planned]):
+        for partial in remove_partials(target, outputs):
             print(f"removed {partial}: a lost worker's unfinished write", file=sys.stderr)
     except OSError as exc:  # every photo is counted already; only the tidying failed
         print(f"cartoonize-batch: could not remove unfinished writes: {exc}", file=sys.stderr)

@@ -448,8 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="staged: decode/align tasks, UNet actors, compose tasks; whole: each actor takes "
                           "photos from file to file (default auto: staged with --gpus-per-actor, else whole)")
     ray.add_argument("--unet-actors", type=int,
-                     help="actors in the pool (default: as many as the cluster's GPUs, or with whole "
-                          "photos on CPUs its CPUs and memory, hold when the run starts)")
+                     help="actors in the pool (default, from the cluster when the run starts: one per "
+                          "--gpus-per-actor of its GPUs; whole photos on CPUs: one per --cpus-per-actor of its "
+                          "CPUs and per 2 GiB of its memory; staged on CPUs: 1)")
     ray.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per UNet actor (default 0: CPU)")
     ray.add_argument("--cpus-per-actor", type=float, default=1.0,
                      help="logical CPUs per UNet actor, its torch threads on a CPU (default 1)")
