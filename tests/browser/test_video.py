@@ -15,7 +15,9 @@ from tests import clips
 from tests.browser.conftest import SLOW, open_page
 
 FPS = 10
-FRAMES = 15  # 1.5 s: a few seconds on a 2-core machine
+# 4 s: long enough that the page polls the job while it runs (700 ms apart) on a fast
+# machine too, where 15 frames once went from queued to done between two polls.
+FRAMES = 40
 CLIP_S = FRAMES / FPS
 LONG_FRAMES = 80  # still running when it is cancelled
 # Grace Hopper's portrait clip: her face, about 110 px wide, gets the face pass.
