@@ -1,6 +1,6 @@
 """A short soak in CI: mixed requests, no 5xx, replicas' memory steady after warm-up.
 
-The warm-up is the very mix that is then measured, sent twice: a replica's allocator
+The warm-up is the very mix that is then measured, sent three times: a replica's allocator
 grows to the largest image it has seen, and a short run with other sizes would measure
 that rather than a leak. The same mix is then sent three more times, each replica's RSS
 read after each send. A leak grows with every request, so a replica fails when it grows
@@ -10,8 +10,11 @@ batch; the replica that took little of the warm-up, as routing favours the one t
 loaded the model first, catches up with its sibling) and then stops: CI measured
 10-14 % above the warmed-up level once, 0-2 % otherwise; so a replica may end at most
 ``MAX_ABOVE_LEVEL`` above the highest level any replica of its deployment had after the
-warm-up. Checked by leaking on purpose in the Cartoonizer: 2 MB per image fails the test
-(+4-23 % per send), 0.4 MB per image (about 1 % per send) does not.
+warm-up. On a CPU with native bf16 the settling takes longer: after a warm-up of two
+sends one Cartoonizer still grew +14.2 %, +6.0 %, +3.1 % in a CI run (growth that
+halves each send), so the warm-up is three sends. Checked by leaking on purpose in the
+Cartoonizer: 2 MB per image fails the test (+4-23 % per send), 0.4 MB per image (about
+1 % per send) does not.
 `python -m benchmarks.soak` is the long run behind the figures in docs/RELIABILITY.md.
 """
 
@@ -21,7 +24,7 @@ import ray
 
 from benchmarks.soak import APP, mixed_calls, replica_rss, run_calls
 
-MIX, WARM_UP_SENDS, MEASURED_SENDS, CONCURRENCY = 60, 2, 3, 4
+MIX, WARM_UP_SENDS, MEASURED_SENDS, CONCURRENCY = 60, 3, 3, 4
 REQUESTS = MIX * MEASURED_SENDS
 STEADY_GROWTH = 0.02
 MAX_ABOVE_LEVEL = 0.25
