@@ -306,10 +306,10 @@ def run(source: Location, target: Location, options: Options, settings: RaySetti
         for relative in sorted(waiting):
             record(tally, bar, PurePosixPath(relative), missing)
     if rows:
-        _remove_partials(target, [output for _, output in planned])
+        _tidy_unfinished_writes(target, [output for _, output in planned])
 
 
-def _remove_partials(target: Location, outputs: list[PurePosixPath]) -> None:
+def _tidy_unfinished_writes(target: Location, outputs: list[PurePosixPath]) -> None:
     try:
         for partial in remove_partials(target, outputs):
             print(f"removed {partial}: a lost worker's unfinished write", file=sys.stderr)

@@ -45,8 +45,6 @@ API_KEY_VARIABLE = "CARTOON_API_KEY"
 LOCAL_FILESYSTEM = pafs.LocalFileSystem()
 # How --engine ray lays the stages out on the cluster (cartoon.batch_ray).
 RAY_LAYOUTS = ("auto", "staged", "whole")
-# What write_atomic's temporaries end with after the output's name: the writer's pid.
-PARTIAL_SUFFIX = re.compile(r"\.\d+\.partial$")
 
 
 class UsageError(Exception):
@@ -215,6 +213,15 @@ def plan_location(source: Location, target: Location, format: str, overwrite: bo
     return select(relatives, format, overwrite, existing.__contains__, tally)
 
 
+# A temporary's name (``partial_name``), the output's name in it.
+PARTIAL_NAME = re.compile(r"\.(?P<output>.+)\.\d+\.partial")
+
+
+def partial_name(name: str) -> str:
+    """The temporary ``write_atomic`` writes the output ``name`` to: hidden, naming this process."""
+    return f".{name}.{os.getpid()}.partial"
+
+
 def write_atomic(filesystem: pafs.FileSystem, target: str, data: bytes) -> None:
     """Writes a temporary file beside ``target``, then renames it over ``target``.
 
@@ -224,7 +231,7 @@ def write_atomic(filesystem: pafs.FileSystem, target: str, data: bytes) -> None:
     parent, _, name = target.rpartition("/")
     if parent:
         filesystem.create_dir(parent, recursive=True)
-    temporary = f"{parent}/.{name}.{os.getpid()}.partial" if parent else f".{name}.{os.getpid()}.partial"
+    temporary = f"{parent}/{partial_name(name)}" if parent else partial_name(name)
     try:
         with filesystem.open_output_stream(temporary) as stream:
             stream.write(data)
@@ -245,9 +252,9 @@ def remove_partials(target: Location, outputs: list[PurePosixPath]) -> list[Pure
     Returns:
         The temporaries deleted, relative to ``target``.
     """
-    hidden = {output.parent / f".{output.name}" for output in outputs}
+    planned = set(outputs)
     left = [path for path in target.files()
-            if PARTIAL_SUFFIX.search(path.name) and path.parent / PARTIAL_SUFFIX.sub("", path.name) in hidden]
+            if (match := PARTIAL_NAME.fullmatch(path.name)) and path.parent / match["output"] in planned]
     for path in left:
         target.filesystem.delete_file(target.join(path))
     return left
@@ -468,9 +475,8 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
         parser.error(f"INPUT_DIR {args.input_dir} is not a folder")
     if args.engine == "ray" and args.url:
         parser.error("--url is for --engine http; --engine ray runs on the Ray cluster of --address")
-    actors_given = args.unet_actors is not None
-    if min(args.unet_actors if actors_given else 1, args.batch_size) < 1 or args.cpus_per_task <= 0 \
-            or min(args.cpus_per_actor, args.gpus_per_actor) < 0:
+    too_few_actors = args.unet_actors is not None and args.unet_actors < 1
+    if too_few_actors or args.batch_size < 1 or args.cpus_per_task <= 0 or min(args.cpus_per_actor, args.gpus_per_actor) < 0:
         parser.error("--unet-actors and --batch-size must be at least 1, --cpus-per-task above 0, "
                      "--cpus-per-actor and --gpus-per-actor at least 0")
     if args.tile and (args.tile % UNET_STRIDE or args.tile <= 2 * PipelineSettings.halo):
