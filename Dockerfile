@@ -19,4 +19,4 @@ COPY --chown=ray:users cartoon ./cartoon
 COPY --chown=ray:users deployments ./deployments
 COPY --chown=ray:users serve_app ./serve_app
 RUN pip install --no-cache-dir . \
-    && python -c "import serve_app.app, cartoon.styles as s; s.StyleRegistry.from_directory(s.DEFAULT_STYLES_DIR)"
+    && python -c "import serve_app.app, cartoon.image.styles as s; s.StyleRegistry.from_directory(s.DEFAULT_STYLES_DIR)"

@@ -78,7 +78,7 @@ class Runner:
     """Sends one photo to one mode, at c=1, and returns a Sample."""
 
     def __init__(self, pipeline, urls: dict[str, str], output_format: str):
-        from cartoon.pipeline import Options
+        from cartoon.image.pipeline import Options
 
         self.pipeline = pipeline
         self.urls = urls
@@ -229,8 +229,8 @@ def log(text: str) -> None:
 def measure(args, modes: list[str], config: dict, styles_dir: str, inproc_threads: int, photos: list[Photo],
             load_photos: list[Photo]) -> tuple[dict[str, list[Sample]], dict[str, list[Level]]]:
     """Starts every mode's server, warms them up, then runs the interleaved rounds."""
-    from cartoon.pipeline import Pipeline
-    from cartoon.styles import StyleRegistry
+    from cartoon.image.pipeline import Pipeline
+    from cartoon.image.styles import StyleRegistry
 
     settings = common.pipeline_settings(config)
     torch.set_num_threads(inproc_threads)

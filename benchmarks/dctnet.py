@@ -2,7 +2,7 @@
 
     python -m benchmarks.dctnet                     # CPU: serve_config.yaml, 1024 px, ~5 minutes on 2 cores
     python -m benchmarks.dctnet --preset gpu        # configs/gpu.yaml on a GPU node (c=1 and c=16)
-    python -m benchmarks.dctnet --dctnet-dir DIR    # a style converted with python -m cartoon.dctnet
+    python -m benchmarks.dctnet --dctnet-dir DIR    # a style converted with python -m cartoon.model.dctnet
 
 One served app holds both styles: the shipped default (width 16, native mode) and a
 width-32 DCT-Net-shaped style in tf1 mode (1,467,075 parameters per generator; random
@@ -25,8 +25,8 @@ import httpx
 from benchmarks import common
 from benchmarks.common import fmt
 from benchmarks.load import run_level, sample_of
-from cartoon.styles import StyleRegistry
-from cartoon.unet import UNetConfig, random_generator, save_weights
+from cartoon.image.styles import StyleRegistry
+from cartoon.model.unet import UNetConfig, random_generator, save_weights
 
 DCTNET_STYLE = "dctnet32"
 PRESETS = {"cpu": common.SERVE_CONFIG, "gpu": common.ROOT / "configs" / "gpu.yaml"}

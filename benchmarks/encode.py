@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.common import machine_description, markdown_table, median
-from cartoon import images
-from cartoon.pipeline import Options, Pipeline, PipelineSettings
-from cartoon.styles import StyleRegistry
+from cartoon.image import codec
+from cartoon.image.pipeline import Options, Pipeline, PipelineSettings
+from cartoon.image.styles import StyleRegistry
 from tests import photos
 
 
@@ -43,7 +43,7 @@ def _opencv(filter_flag: int):
 
 ENCODERS = {
     "Pillow, adaptive filter (before)": _pillow,
-    "served: cartoon.images.encode (OpenCV, Paeth)": lambda rgb: images.encode(rgb, "png"),
+    "served: cartoon.image.codec.encode (OpenCV, Paeth)": lambda rgb: codec.encode(rgb, "png"),
     "OpenCV, no filter": _opencv(cv2.IMWRITE_PNG_FILTER_NONE),
     "OpenCV, Sub": _opencv(cv2.IMWRITE_PNG_FILTER_SUB),
     "OpenCV, Up": _opencv(cv2.IMWRITE_PNG_FILTER_UP),
@@ -55,7 +55,7 @@ def pictures(side: int) -> dict[str, np.ndarray]:
     photo = photos.astronaut()
     photo = cv2.resize(photo, (side, side), interpolation=cv2.INTER_CUBIC)
     pipeline = Pipeline(StyleRegistry.from_directory(Path("cartoon/styles")), PipelineSettings(device="cpu"))
-    cartoon = images.decode(pipeline(photo, Options()).data).rgb
+    cartoon = codec.decode(pipeline(photo, Options()).data).rgb
     return {f"photo {side} px": photo, f"cartoon {side} px": cartoon}
 
 
@@ -76,7 +76,7 @@ def main() -> None:
                 start = time.perf_counter()
                 data = encode(rgb)
                 seconds.append(time.perf_counter() - start)
-            assert np.array_equal(images.decode(data).rgb, rgb), f"{name} is not lossless"
+            assert np.array_equal(codec.decode(data).rgb, rgb), f"{name} is not lossless"
             reference = reference or median(seconds)
             rows.append([label, name, f"{median(seconds) * 1000:.1f}", f"{reference / median(seconds):.2f}x",
                          f"{len(data) / 1024:.0f}"])

@@ -5,7 +5,7 @@ PNG, 16-bit grey, CMYK, Adobe RGB and Display P3 JPEGs (their ICC profiles writt
 here), strips 1 to 4 px thin, outputs wider than WebP or JPEG hold, animations and
 multi-page files. Each is handled in a fresh process and measured by the kernel's peak
 resident set (VmHWM, reset just before the call), so Pillow's and OpenCV's C
-allocations count. ``tests/unit/test_hostile_inputs.py`` runs the same probes on a
+allocations count. ``tests/unit/image/test_hostile_inputs.py`` runs the same probes on a
 smaller config and asserts the bounds; this prints them at the config's own size.
 
 Usage:
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cartoon.compose import DEFAULT_MAX_OUTPUT_PIXELS
+from cartoon.image.compose import DEFAULT_MAX_OUTPUT_PIXELS
 from cartoon.errors import CartoonError
-from cartoon.images import MAX_OUTPUT_SIDE, encode
+from cartoon.image.codec import MAX_OUTPUT_SIDE, encode
 
 # --- ICC profiles ----------------------------------------------------------------------
 
@@ -233,15 +233,15 @@ def _peak_growth(call) -> tuple[int, dict]:
 
 def _run_probe(stage: str, data: bytes, settings: dict, options: dict) -> tuple[int, dict]:
     if stage == "decode":  # without the pipeline's imports (torch, dlib): a faster probe
-        from cartoon import images
+        from cartoon.image import codec
 
         def call():
-            decoded = images.decode(data, settings.get("max_pixels", images.DEFAULT_MAX_PIXELS))
+            decoded = codec.decode(data, settings.get("max_pixels", codec.DEFAULT_MAX_PIXELS))
             return {"shape": decoded.rgb.shape, "alpha": decoded.alpha is not None, "notices": decoded.notices,
                     "corner": decoded.rgb[0, 0].tolist()}
         return _peak_growth(call)
-    from cartoon.pipeline import Options, Pipeline, PipelineSettings, Preparer
-    from cartoon.styles import StyleRegistry
+    from cartoon.image.pipeline import Options, Pipeline, PipelineSettings, Preparer
+    from cartoon.image.styles import StyleRegistry
 
     pipeline_settings = PipelineSettings(**settings)
     request_options = Options(**options)
@@ -265,7 +265,7 @@ def measure(stage: str, data: bytes, settings: dict | None = None, options: dict
     """Peak RSS growth (bytes) of one call in a fresh process, and what it returned or raised.
 
     Args:
-        stage: "decode" (``images.decode``), "prepare" (``Preparer.prepare``: decode,
+        stage: "decode" (``codec.decode``), "prepare" (``Preparer.prepare``: decode,
             detect, align, background) or "request" (``Pipeline``: the whole request
             with the shipped default style, loaded before the measurement).
         data: the encoded input.

@@ -7,7 +7,7 @@ prefix:
 
 - ``shipped``: serve_config.yaml itself: two Cartoonizer replicas (0.75 logical CPU and
   at most 4 requests each) that count their images in flight machine-wide
-  (``cartoon.inference.ImagesInFlight``), so a forward takes both cores only while it is
+  (``cartoon.model.inference.ImagesInFlight``), so a forward takes both cores only while it is
   the machine's only image;
 - ``one``: the layout before round 4: one Cartoonizer (1 logical CPU, 16 requests,
   batches of 8), the FaceAligner at 0.5 logical CPU.

@@ -28,8 +28,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from cartoon.errors import CartoonError
-from cartoon.pipeline import Options, Pipeline, PipelineSettings, Result
-from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry
+from cartoon.image.pipeline import Options, Pipeline, PipelineSettings, Result
+from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry
 
 
 def create_app(

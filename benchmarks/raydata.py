@@ -42,7 +42,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.common import fmt
-from cartoon import images
+from cartoon.image import codec
 
 COMMAND = str(Path(sys.executable).with_name("cartoonize-batch"))
 PRESETS = {
@@ -111,8 +111,8 @@ def largest_difference(first: Path, second: Path) -> int:
     """The largest channel difference between same-named pictures of two output trees."""
     largest = 0
     for path in sorted(first.rglob("*.png")):
-        a = images.decode(path.read_bytes()).rgb.astype(int)
-        b = images.decode((second / path.relative_to(first)).read_bytes()).rgb.astype(int)
+        a = codec.decode(path.read_bytes()).rgb.astype(int)
+        b = codec.decode((second / path.relative_to(first)).read_bytes()).rgb.astype(int)
         largest = max(largest, int(np.abs(a - b).max()))
     return largest
 

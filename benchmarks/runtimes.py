@@ -7,7 +7,7 @@
 Issue 13: measure before adding a dependency, with fp32 as the reference. Each variant
 runs the shipped ``toon`` generator on a real photo (scikit-image's astronaut resized to
 the shape); the variants of one shape and thread count take turns, and each reports the
-median time of one forward and how far its uint8 output (``cartoon.unet.to_uint8``, as
+median time of one forward and how far its uint8 output (``cartoon.model.unet.to_uint8``, as
 the service scales it) lies from torch fp32's, so speed and correctness show together.
 ONNX Runtime and OpenVINO run the same ONNX file, exported from the fp32 model once per
 shape with ``torch.onnx.export``. A variant whose package is missing is skipped with the
@@ -34,9 +34,9 @@ from skimage import data
 
 from benchmarks import common
 from benchmarks.common import fmt
-from cartoon.inference import InferenceMode
-from cartoon.styles import StyleRegistry, Stylizer
-from cartoon.unet import UNetGenerator, load_generator, to_uint8
+from cartoon.model.inference import InferenceMode
+from cartoon.image.styles import StyleRegistry, Stylizer
+from cartoon.model.unet import UNetGenerator, load_generator, to_uint8
 
 SIDES = {"head": 288, "background": 720}
 SMOKE_SIDE = 64

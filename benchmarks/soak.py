@@ -31,9 +31,9 @@ import httpx
 import numpy as np
 
 from benchmarks import common
-from cartoon.styles import StyleRegistry
+from cartoon.image.styles import StyleRegistry
 from tests import photos
-from tests.unit.test_images import png_header
+from tests.unit.image.test_codec import png_header
 
 APP = "cartoon"
 

@@ -6,7 +6,7 @@
 One Serve instance serves five copies of serve_config.yaml's app in turn, each under its
 own route prefix and otherwise as shipped:
 
-- ``fast``: serve_config.yaml itself (the inference mode ``cartoon.inference`` picks);
+- ``fast``: serve_config.yaml itself (the inference mode ``cartoon.model.inference`` picks);
 - ``fast_1thread``: the same with ``args.cpu_threads: 1`` (one torch thread always), to
   see what the second thread at c=1 buys on the machine at hand;
 - ``fp32``: the same with ``args.precision: fp32``, the reference path;
@@ -57,7 +57,7 @@ def log(text: str) -> None:
 
 def width32_registry(directory: Path) -> Path:
     """A one-style registry of seeded random width-32 weights (the DCT-Net import's shape)."""
-    from cartoon.unet import UNetConfig, random_generator, save_weights
+    from cartoon.model.unet import UNetConfig, random_generator, save_weights
 
     save_weights(random_generator(UNetConfig(width=32), seed=13), directory / "w32.safetensors")
     (directory / "registry.json").write_text(json.dumps({
@@ -105,8 +105,8 @@ def serve_only(config: dict, url: str, port: int, name: str) -> dict:
 
 def gflop_per_request(photo: Photo, settings, width: int) -> float:
     """Convolution GFLOP of the pieces one photo sends through the UNet."""
-    from cartoon.pipeline import Options, Preparer
-    from cartoon.unet import UNetConfig, random_generator
+    from cartoon.image.pipeline import Options, Preparer
+    from cartoon.model.unet import UNetConfig, random_generator
 
     job = Preparer(settings).prepare(photo.data, Options())
     per_pixel = 2 * conv_macs(random_generator(UNetConfig(width=width)), SHAPES["head"]) / SHAPES["head"] ** 2
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="JSON path (default benchmarks/results/targets.json)")
     args = parser.parse_args(argv)
 
-    from cartoon.inference import choose_mode
+    from cartoon.model.inference import choose_mode
     import torch
 
     base = common.apply_overrides(common.load_serve_config(), args.overrides)

@@ -30,10 +30,10 @@ from torch import nn
 
 from benchmarks import common
 from benchmarks.common import fmt
-from cartoon import unet as unet_module
-from cartoon.inference import InferenceMode, choose_mode
-from cartoon.styles import StyleRegistry, Stylizer
-from cartoon.unet import UNetConfig, UNetGenerator, load_generator, random_generator
+from cartoon.model import unet as unet_module
+from cartoon.model.inference import InferenceMode, choose_mode
+from cartoon.image.styles import StyleRegistry, Stylizer
+from cartoon.model.unet import UNetConfig, UNetGenerator, load_generator, random_generator
 
 SHAPES = {"head": 288, "tile": 384, "background": 720}
 
@@ -66,11 +66,11 @@ class Variant:
         channels_last: NHWC memory format for weights and input.
         runner: "eager"; "stylizer" (``Stylizer.run`` on uint8 numpy, as the Cartoonizer
             calls it: conversion and host<->device copies included; the served path when
-            precision and layout are those ``cartoon.inference.choose_mode`` picks);
+            precision and layout are those ``cartoon.model.inference.choose_mode`` picks);
             "cuda_graph" (captured once per shape, replayed);
             "compile" (torch.compile, default mode); "compile_graphs" (mode "reduce-overhead").
         cudnn_benchmark: let cuDNN time its algorithms per shape (CUDA only).
-        filter: how the guided filter runs: "served" (``cartoon.unet.filter_output``:
+        filter: how the guided filter runs: "served" (``cartoon.model.unet.filter_output``:
             in bands with OpenCV on a CPU, whole tensors elsewhere); "whole" (whole
             NCHW tensors on a CPU too, as before the banded filter); "avg_pool" (whole
             tensors with ``avg_pool2d`` box means, as before the separable sums). The
@@ -94,12 +94,12 @@ class Variant:
 
 
 def pooled_box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """The box mean as ``cartoon/unet.py`` computed it before its separable sums."""
+    """The box mean as ``cartoon/model/unet.py`` computed it before its separable sums."""
     return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
 
 
 def whole_picture_filter(x: torch.Tensor, raw: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """``cartoon.unet.filter_output`` as it ran on a CPU before the banded filter."""
+    """``cartoon.model.unet.filter_output`` as it ran on a CPU before the banded filter."""
     precision = torch.promote_types(x.dtype, torch.float32)
     return unet_module.guided_filter(x.to(precision).contiguous(), raw.to(precision).contiguous(), radius, eps)
 

@@ -8,13 +8,13 @@
 Rows, all in this process on the same clip, one after the other:
 - ``per-frame``: each frame through the still-image pipeline independently (detect every
   frame, the still finish), one frame at a time, then encoded: what a user would write.
-- ``video``: ``cartoon.clip`` as the ``cartoonize`` command runs it: tracked faces, the
+- ``video``: ``cartoon.video.clip`` as the ``cartoonize`` command runs it: tracked faces, the
   temporal finish, decoding, stages and encoding overlapping.
 - ``video, no hysteresis`` and ``video, no tracking``: each half of the stabilisation alone.
 - ``served job`` (with ``--url``): the clip as a job of a running service (``POST /v1/jobs``),
   its frames batched by the served Cartoonizer; end to end, upload to download.
 
-Flicker is the warping error of Lai et al. 2018 (``cartoon.flicker``), flow from the input
+Flicker is the warping error of Lai et al. 2018 (``cartoon.video.flicker``), flow from the input
 frames; ``input`` is the clip's own score (what flow errors alone cost). PSNR is each
 row's frames against the per-frame baseline's: how far stabilising moved the picture
 from the still-image look. Times on a shared machine vary; compare the rows as ratios.
@@ -31,13 +31,14 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.common import fmt, markdown_table
-from cartoon import flicker, video
-from cartoon.clip import ClipSettings, LocalStages, cartoonize_clip, frame_size
-from cartoon.compose import resize_to
-from cartoon.finish import Hysteresis
-from cartoon.pipeline import Composer, Options, Pipeline, PipelineSettings, stylize_job
-from cartoon.styles import StyleRegistry
-from cartoon.tracking import TrackerSettings
+from cartoon.video import flicker
+from cartoon.video import media
+from cartoon.video.clip import ClipSettings, LocalStages, cartoonize_clip, frame_size
+from cartoon.image.compose import resize_to
+from cartoon.image.finish import Hysteresis
+from cartoon.image.pipeline import Composer, Options, Pipeline, PipelineSettings, stylize_job
+from cartoon.image.styles import StyleRegistry
+from cartoon.video.tracking import TrackerSettings
 from tests import clips, photos
 
 PER_FRAME_STAGES = ("decode", "detect", "align", "background", "unet", "compose", "encode")
@@ -47,15 +48,15 @@ def make_clip(directory: Path, frames: int, fps: int, width: int, height: int) -
     return clips.write_clip(directory / "clip.mp4", clips.camera_move(photos.grace_hopper(), frames, width, height), fps)
 
 
-def per_frame(source: Path, destination: Path, info: video.VideoInfo, pipeline: Pipeline, options: Options) -> dict:
+def per_frame(source: Path, destination: Path, info: media.VideoInfo, pipeline: Pipeline, options: Options) -> dict:
     """The baseline: the still pipeline on every frame, one after another; ms per stage."""
     stylizer = pipeline.stylizer(options.style)
     composer = Composer()
     height, width = frame_size(info, None, pipeline.settings.max_output_pixels)
-    writer = video.VideoWriter(destination, source, info, "mp4", width, height)
+    writer = media.VideoWriter(destination, source, info, "mp4", width, height)
     totals = dict.fromkeys(PER_FRAME_STAGES, 0.0)
     count, start = 0, time.perf_counter()
-    decoded = video.frames(source, info.rotation)
+    decoded = media.frames(source, info.rotation)
     while True:
         began = time.perf_counter()
         frame = next(decoded, None)
@@ -67,7 +68,7 @@ def per_frame(source: Path, destination: Path, info: video.VideoInfo, pipeline: 
         picture = composer.picture(job)
         totals["compose"] += (time.perf_counter() - began) * 1000.0
         began = time.perf_counter()
-        writer.write(video.stored(picture, info.rotation), frame.pts)
+        writer.write(media.stored(picture, info.rotation), frame.pts)
         totals["encode"] += (time.perf_counter() - began) * 1000.0
         for stage in ("detect", "align", "background", "unet"):
             totals[stage] += job.timings.get(stage, 0.0)
@@ -77,7 +78,7 @@ def per_frame(source: Path, destination: Path, info: video.VideoInfo, pipeline: 
     return {"frames": count, "fps": count / seconds, "ms_per_frame": {k: v / count for k, v in totals.items()}}
 
 
-def stabilised(source: Path, destination: Path, info: video.VideoInfo, pipeline: Pipeline, options: Options,
+def stabilised(source: Path, destination: Path, info: media.VideoInfo, pipeline: Pipeline, options: Options,
                settings: ClipSettings) -> dict:
     stylizer = pipeline.stylizer(options.style)
     report = asyncio.run(cartoonize_clip(
@@ -105,7 +106,7 @@ def served_job(source: Path, destination: Path, url: str, style: str) -> dict:
 
 
 def decoded(path: Path) -> list[np.ndarray]:
-    return [frame.rgb for frame in video.frames(path, video.probe(path).rotation)]
+    return [frame.rgb for frame in media.frames(path, media.probe(path).rotation)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         directory = Path(scratch)
         width, height = map(int, args.size.split("x"))
         source = args.clip or make_clip(directory, args.frames, args.fps, width, height)
-        info = video.probe(source, video.VideoLimits(max_seconds=float("inf")))
+        info = media.probe(source, media.VideoLimits(max_seconds=float("inf")))
         results = {"per-frame": per_frame(source, directory / "per-frame.mp4", info, pipeline, options)}
         for name, settings in runs.items():
             results[name] = stabilised(source, directory / f"{name}.mp4", info, pipeline, options, settings)

@@ -6,13 +6,13 @@ import sys
 import time
 from pathlib import Path
 
-from cartoon import video
-from cartoon.clip import ClipSettings, LocalStages, Progress, cartoonize_clip
+from cartoon.video import media
+from cartoon.video.clip import ClipSettings, LocalStages, Progress, cartoonize_clip
 from cartoon.errors import CartoonError, WeightsError
-from cartoon.faces import DetectorConfig
-from cartoon.pipeline import Options, Pipeline, PipelineSettings
-from cartoon.tracking import TrackerSettings
-from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry
+from cartoon.image.faces import DetectorConfig
+from cartoon.image.pipeline import Options, Pipeline, PipelineSettings
+from cartoon.video.tracking import TrackerSettings
+from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,11 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _cartoonize_video(args: argparse.Namespace, pipeline: Pipeline, options: Options) -> int:
     """The video path: every frame cartoonized, timestamps, rotation and audio kept."""
     output_format = args.output.suffix.lower().lstrip(".")
-    if output_format not in video.OUTPUT_FORMATS:
-        print(f"a video's output must end in {', '.join('.' + name for name in video.OUTPUT_FORMATS)}", file=sys.stderr)
+    if output_format not in media.OUTPUT_FORMATS:
+        print(f"a video's output must end in {', '.join('.' + name for name in media.OUTPUT_FORMATS)}", file=sys.stderr)
         return 2
-    info = video.probe(args.input, video.VideoLimits(max_seconds=float("inf"), max_pixels=pipeline.settings.max_pixels))
-    video.check_output(args.input, output_format)
+    info = media.probe(args.input, media.VideoLimits(max_seconds=float("inf"), max_pixels=pipeline.settings.max_pixels))
+    media.check_output(args.input, output_format)
     style = pipeline.registry.get(options.style)
     stylizer = pipeline.stylizer(options.style)
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             quality=args.quality,
             max_side=args.max_side,
         )
-        if args.input.suffix.lower().lstrip(".") in video.OUTPUT_FORMATS:
+        if args.input.suffix.lower().lstrip(".") in media.OUTPUT_FORMATS:
             return _cartoonize_video(args, pipeline, options)
         start = time.perf_counter()
         result = pipeline(args.input.read_bytes(), options)

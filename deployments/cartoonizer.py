@@ -13,11 +13,11 @@ import ray
 import torch
 from ray import serve
 
-from cartoon.capacity import seconds_per_image, typical_pieces
-from cartoon.device import cap_memory, resolve_device
-from cartoon.inference import ImagesInFlight, choose_mode, forward_threads
-from cartoon.pipeline import Job
-from cartoon.styles import StyleRegistry, Stylizer
+from cartoon.image.capacity import seconds_per_image, typical_pieces
+from cartoon.model.device import cap_memory, resolve_device
+from cartoon.model.inference import ImagesInFlight, choose_mode, forward_threads
+from cartoon.image.pipeline import Job
+from cartoon.image.styles import StyleRegistry, Stylizer
 from deployments import deadlines, metrics
 from deployments.batching import BatchWaitTuner, LaunchCounter
 from deployments.priority import lower_priority
@@ -84,7 +84,7 @@ class Cartoonizer:
 
         # The default style is loaded and timed before the replica reports itself up, so
         # a running replica is one whose model really ran, and the Ingress admits a first
-        # burst by what that forward cost (cartoon.capacity).
+        # burst by what that forward cost (cartoon.image.capacity).
         started = {self.registry.default: build(self.registry.default)}
         self.seconds_per_image = seconds_per_image(
             started[self.registry.default].run,
@@ -176,7 +176,7 @@ class Cartoonizer:
 
         Without ``finish`` the style's finish is left out: a video's frames share the
         batches of every request and are finished in order by their job
-        (``cartoon.finish.TemporalFinish``). Skips the job (``DeadlineExceeded``) when
+        (``cartoon.image.finish.TemporalFinish``). Skips the job (``DeadlineExceeded``) when
         its deadline passed while it queued.
         """
         deadlines.check(job.deadline, "the Cartoonizer")
@@ -221,7 +221,7 @@ class Cartoonizer:
     def inference(self) -> dict:
         """How the UNet runs here (``InferenceMode.describe``) and what a typical image costs it.
 
-        ``seconds_per_image`` was measured by a forward at start-up (``cartoon.capacity``);
+        ``seconds_per_image`` was measured by a forward at start-up (``cartoon.image.capacity``);
         the Ingress admits by it until it has measured its own throughput.
         """
         return {

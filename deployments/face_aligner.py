@@ -3,9 +3,9 @@
 import numpy as np
 from ray import serve
 
-from cartoon.faces import Face
-from cartoon.pipeline import Job, Options, Preparer
-from cartoon.styles import StyleRegistry
+from cartoon.image.faces import Face
+from cartoon.image.pipeline import Job, Options, Preparer
+from cartoon.image.styles import StyleRegistry
 from deployments import deadlines, metrics
 from deployments.priority import lower_priority
 from deployments.settings import AppArgs

@@ -3,7 +3,7 @@
 import numpy as np
 from ray import serve
 
-from cartoon.pipeline import Composer, FullSize, Job, Result
+from cartoon.image.pipeline import Composer, FullSize, Job, Result
 from deployments import deadlines, metrics
 from deployments.priority import lower_priority
 

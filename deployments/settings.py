@@ -7,13 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from cartoon.faces import DetectorConfig
-from cartoon.compose import DEFAULT_MAX_OUTPUT_PIXELS
+from cartoon.image.faces import DetectorConfig
+from cartoon.image.compose import DEFAULT_MAX_OUTPUT_PIXELS
 from cartoon.constants import UNET_STRIDE
 from cartoon.errors import WeightsError
-from cartoon.images import DEFAULT_MAX_PIXELS
-from cartoon.pipeline import PipelineSettings
-from cartoon.styles import DEFAULT_STYLES_DIR, StyleRegistry
+from cartoon.image.codec import DEFAULT_MAX_PIXELS
+from cartoon.image.pipeline import PipelineSettings
+from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry
 
 ORIGIN = re.compile(r"^https?://[^/\s]+$")
 

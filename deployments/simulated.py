@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from cartoon.inference import InferenceMode
+from cartoon.model.inference import InferenceMode
 
 
 class SimulatedStylizer:

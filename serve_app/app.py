@@ -2,7 +2,7 @@
 
 from ray.serve import Application
 
-from cartoon.styles import StyleRegistry
+from cartoon.image.styles import StyleRegistry
 from deployments.cartoonizer import Cartoonizer
 from deployments.face_aligner import FaceAligner
 from deployments.postprocessor import Postprocessor

@@ -18,9 +18,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cartoon import images
-from cartoon.pipeline import Options, Result
-from cartoon.styles import StyleRegistry
+from cartoon.image import codec
+from cartoon.image.pipeline import Options, Result
+from cartoon.image.styles import StyleRegistry
 from deployments import metrics
 from deployments.settings import AppArgs
 from serve_app import access, jobs, multipart, openapi, web
@@ -77,7 +77,7 @@ class OptionsQuery:
         self,
         style: str | None = Query(None, description="style name from GET /v1/styles; default style if omitted"),
         strength: float = Query(1.0, ge=0.0, le=1.0, description="1 = full cartoon, 0 = the original"),
-        format: Literal[images.OUTPUT_FORMATS] = Query("png", description="output format"),
+        format: Literal[codec.OUTPUT_FORMATS] = Query("png", description="output format"),
         quality: int = Query(90, ge=1, le=100, description="JPEG/WebP quality"),
         max_side: int | None = Query(None, ge=16, le=16384, description="cap on the output's long side"),
     ):
@@ -150,10 +150,10 @@ class Ingress:
         except KeyError as exc:
             raise ApiError(422, "unknown_style", exc.args[0]) from exc
 
-    async def _probe(self, data: bytes) -> images.ImageInfo:
+    async def _probe(self, data: bytes) -> codec.ImageInfo:
         """Reads the header in a thread (parsing is CPU work); refuses bad input before any replica."""
         try:
-            return await asyncio.to_thread(images.probe, data, self.args.max_pixels)
+            return await asyncio.to_thread(codec.probe, data, self.args.max_pixels)
         except Exception as exc:
             error = to_api_error(exc, self.args.retry_after_s, self.args.request_timeout_s)
             if error is None:
@@ -277,7 +277,7 @@ class Ingress:
         if not files:
             raise ApiError(422, "invalid_parameter", "the multipart body holds no file")
 
-        async def probed(data: bytes) -> images.ImageInfo | ApiError:
+        async def probed(data: bytes) -> codec.ImageInfo | ApiError:
             try:
                 return await self._probe(data)
             except ApiError as error:
@@ -287,14 +287,14 @@ class Ingress:
                 return ApiError(400, "corrupt_image", "the image could not be read")
 
         infos = await asyncio.gather(*(probed(data) for _, _, data in files))
-        pixels = sum(info.width * info.height for info in infos if isinstance(info, images.ImageInfo))
+        pixels = sum(info.width * info.height for info in infos if isinstance(info, codec.ImageInfo))
         if pixels > self.args.max_batch_pixels:
             raise ApiError(
                 413, "batch_too_large",
                 f"the images hold {pixels} pixels together, over the limit of {self.args.max_batch_pixels}",
             )
 
-        async def item(index: int, filename: str, data: bytes, info: images.ImageInfo | ApiError, ticket) -> dict:
+        async def item(index: int, filename: str, data: bytes, info: codec.ImageInfo | ApiError, ticket) -> dict:
             try:
                 if isinstance(info, ApiError):
                     raise info
@@ -306,7 +306,7 @@ class Ingress:
             return {"index": index, "filename": filename, "status": 200, **_result_json(result)}
 
         # Only the items that can run hold slots: a broken file costs no capacity.
-        runnable = sum(isinstance(info, images.ImageInfo) for info in infos)
+        runnable = sum(isinstance(info, codec.ImageInfo) for info in infos)
         try:
             with self.admission.admit(runnable) as ticket:
                 results = await asyncio.gather(

@@ -2,7 +2,7 @@
 
 ``router`` is included in the Ingress's FastAPI app. A job runs in the Ingress replica
 that took it (``JobRunner``), as an asyncio task: decoding, face tracking, the temporal
-finish and encoding run on its threads (``cartoon.clip``), and every frame goes through
+finish and encoding run on its threads (``cartoon.video.clip``), and every frame goes through
 the served graph, FaceAligner -> Cartoonizer -> Postprocessor, several frames at once, so
 the Cartoonizer batches their pieces with every other request's. State, upload and
 result live on disk (``serve_app.job_store``), so every replica answers for every job,
@@ -25,13 +25,13 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from cartoon import video
-from cartoon.clip import ClipSettings, Progress, cartoonize_clip
-from cartoon.faces import Face, FaceDetector
-from cartoon.finish import FINISHES
-from cartoon.pipeline import Job, Options
-from cartoon.styles import StyleRegistry
-from cartoon.tracking import TrackerSettings
+from cartoon.video import media
+from cartoon.video.clip import ClipSettings, Progress, cartoonize_clip
+from cartoon.image.faces import Face, FaceDetector
+from cartoon.image.finish import FINISHES
+from cartoon.image.pipeline import Job, Options
+from cartoon.image.styles import StyleRegistry
+from cartoon.video.tracking import TrackerSettings
 from deployments.settings import AppArgs
 from serve_app import multipart
 from serve_app.errors import ERROR_SCHEMA, ApiError, replica_lost, to_api_error
@@ -122,12 +122,12 @@ class JobRunner:
             for job_id in list(self.running):
                 self.store.update(job_id)
 
-    def submit(self, job_id: str, options: Options, output_format: str, info: video.VideoInfo) -> None:
+    def submit(self, job_id: str, options: Options, output_format: str, info: media.VideoInfo) -> None:
         task = asyncio.ensure_future(self._run(job_id, options, output_format, info))
         self.running[job_id] = task
         task.add_done_callback(lambda _: self.running.pop(job_id, None))
 
-    async def _run(self, job_id: str, options: Options, output_format: str, info: video.VideoInfo) -> None:
+    async def _run(self, job_id: str, options: Options, output_format: str, info: media.VideoInfo) -> None:
         store = self.store
         output = store.output_path(job_id, output_format)
         last_write = 0.0
@@ -174,7 +174,7 @@ class JobRunner:
 
 
 class ServedStages:
-    """``cartoon.clip.FrameStages`` through the served graph, one call per frame and stage."""
+    """``cartoon.video.clip.FrameStages`` through the served graph, one call per frame and stage."""
 
     def __init__(self, aligner: DeploymentHandle, cartoonizer: DeploymentHandle, postprocessor: DeploymentHandle,
                  style: str):
@@ -309,13 +309,13 @@ async def submit_job(request: Request, query: JobQuery = Depends()) -> JSONRespo
     except KeyError as exc:
         raise ApiError(422, "unknown_style", exc.args[0]) from exc
     await asyncio.to_thread(jobs.store.purge, jobs.args.job_retention_s)
-    job_id = jobs.store.create({"format": query.format, "media_type": video.OUTPUT_FORMATS[query.format][3],
+    job_id = jobs.store.create({"format": query.format, "media_type": media.OUTPUT_FORMATS[query.format][3],
                                 "style": style})
     try:
         await _save_body(request, jobs.store.input_path(job_id), jobs.args.max_video_bytes)
-        limits = video.VideoLimits(jobs.args.max_video_seconds, jobs.args.max_video_pixels)
-        info = await asyncio.to_thread(video.probe, jobs.store.input_path(job_id), limits)
-        await asyncio.to_thread(video.check_output, jobs.store.input_path(job_id), query.format)
+        limits = media.VideoLimits(jobs.args.max_video_seconds, jobs.args.max_video_pixels)
+        info = await asyncio.to_thread(media.probe, jobs.store.input_path(job_id), limits)
+        await asyncio.to_thread(media.check_output, jobs.store.input_path(job_id), query.format)
     except BaseException as exc:
         shutil.rmtree(jobs.store.root / job_id, ignore_errors=True)
         error = exc if isinstance(exc, ApiError) else to_api_error(exc, jobs.args.retry_after_s, 0)
@@ -343,7 +343,7 @@ async def get_job(job_id: str = JOB_ID) -> JSONResponse:
     "/{job_id}/result",
     responses={200: {"description": "the cartoonized video",
                      "content": {media_type: {"schema": {"type": "string", "format": "binary"}}
-                                 for *_, media_type in video.OUTPUT_FORMATS.values()}},
+                                 for *_, media_type in media.OUTPUT_FORMATS.values()}},
                **_errors((404, "no such job (job_not_found)"), (409, "the job is not done (job_not_done)"))},
 )
 async def get_result(job_id: str = JOB_ID) -> FileResponse:

@@ -12,8 +12,8 @@ import functools
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from cartoon.images import MEDIA_TYPES
-from cartoon.styles import StyleRegistry
+from cartoon.image.codec import MEDIA_TYPES
+from cartoon.image.styles import StyleRegistry
 from deployments.settings import AppArgs
 from serve_app.errors import ERROR_SCHEMA
 

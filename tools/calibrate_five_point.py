@@ -15,9 +15,9 @@ from PIL import Image
 from skimage import data
 
 import cv2
-from cartoon.align import apply_transform, similarity_transform
+from cartoon.image.align import apply_transform, similarity_transform
 from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_68
-from cartoon.faces import DetectorConfig, FaceDetector
+from cartoon.image.faces import DetectorConfig, FaceDetector
 
 
 def variants(rgb: np.ndarray):

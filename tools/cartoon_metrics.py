@@ -9,10 +9,10 @@ the output's size are scored:
   what reads as a cartoon at a glance;
 * ``teacher``: the style's teacher put together the way the service puts the student
   together: the teacher draws the shrunk picture and every aligned head crop, and
-  ``cartoon.compose.compose`` pastes the heads back;
-* ``network``: the same, with the style's finish (``cartoon.finish``) left out: what the
+  ``cartoon.image.compose.compose`` pastes the heads back;
+* ``network``: the same, with the style's finish (``cartoon.image.finish``) left out: what the
   UNet student alone draws;
-* ``student``: the served output of the in-process ``cartoon.pipeline.Pipeline`` (the
+* ``student``: the served output of the in-process ``cartoon.image.pipeline.Pipeline`` (the
   network, then the finish).
 
 Columns:
@@ -44,11 +44,11 @@ import cv2
 import numpy as np
 import torch
 
-from cartoon import images
-from cartoon.background import shrink
-from cartoon.compose import compose
-from cartoon.pipeline import Options, Pipeline, PipelineSettings
-from cartoon.styles import StyleRegistry
+from cartoon.image import codec
+from cartoon.image.background import shrink
+from cartoon.image.compose import compose
+from cartoon.image.pipeline import Options, Pipeline, PipelineSettings
+from cartoon.image.styles import StyleRegistry
 from tools import photos as packaged
 from tools.render_gallery import gallery_order, write_photo_strips
 from tools.teachers import teacher
@@ -207,8 +207,8 @@ def evaluate(
         pictures = {"photo": photo, "opencv": filtered}
         for style in gallery_order(registry):
             drawn = teacher_composite(pipeline, photo, style)
-            served = images.decode(pipeline(photo, Options(style=style)).data).rgb
-            network = images.decode(network_only(photo, Options(style=style)).data).rgb
+            served = codec.decode(pipeline(photo, Options(style=style)).data).rgb
+            network = codec.decode(network_only(photo, Options(style=style)).data).rgb
             rows.append(score(name, style, "teacher", drawn, photo, edges))
             rows.append(score(name, style, "network", network, photo, edges, drawn))
             rows.append(score(name, style, "student", served, photo, edges, drawn))

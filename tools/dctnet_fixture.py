@@ -1,6 +1,6 @@
 """Builds small DCT-Net-shaped frozen graphs with TensorFlow, and records their outputs.
 
-The official DCT-Net weights are not ours to ship, so the importer (``cartoon.dctnet``)
+The official DCT-Net weights are not ours to ship, so the importer (``cartoon.model.dctnet``)
 is tested against graphs built here the way the official exporter builds them: the
 UNet generator (slim scope names ``Conv`` .. ``Conv_9``, ``block_{i}/conv{1,2}``,
 ``weights`` in HWIO and ``biases``, SAME padding, leaky ReLU 0.2, TF1

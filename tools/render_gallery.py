@@ -5,7 +5,7 @@ trained on, whose own licence lets us publish stylised copies; any evaluation ph
 with ``--photos``, for looking at locally) it writes two JPEG strips to the gallery
 directory, each "photo | style 1 | style 2 | ...":
 
-* ``<photo>_whole.jpg``: the complete served output of ``cartoon.pipeline.Pipeline``
+* ``<photo>_whole.jpg``: the complete served output of ``cartoon.image.pipeline.Pipeline``
   (background plus pasted-back heads), so seams and colour casts show;
 * ``<photo>_head.jpg``: the aligned 288x288 crop of the largest face, cut from the
   photo and from each served output with the same transform, so the pasted head is
@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cartoon import images
-from cartoon.align import warp_crop
+from cartoon.image import codec
+from cartoon.image.align import warp_crop
 from cartoon.constants import CROP_SIZE
-from cartoon.pipeline import Options, Pipeline, PipelineSettings
-from cartoon.styles import StyleRegistry
-from cartoon.unet import load_generator
+from cartoon.image.pipeline import Options, Pipeline, PipelineSettings
+from cartoon.image.styles import StyleRegistry
+from cartoon.model.unet import load_generator
 from tools import photos as packaged
 
 GALLERY_HEIGHT = 432  # px of each whole-picture panel: outlines must stay visible
@@ -112,7 +112,7 @@ def render(styles_dir: Path, out: Path, photo_ids: list[str], device: str = "cpu
     for photo_id in photo_ids:
         photo = packaged.load(photo_id)
         served = [
-            images.decode(pipeline(photo, Options(style=style)).data).rgb
+            codec.decode(pipeline(photo, Options(style=style)).data).rgb
             for style in gallery_order(registry)
         ]
         matrices = pipeline.preparer.prepare_array(photo, Options()).matrices

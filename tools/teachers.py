@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from cartoon.finish import (
+from cartoon.image.finish import (
     COMIC_BLACK,
     COMIC_INK,
     COMIC_LIFT,
@@ -62,7 +62,7 @@ Renderer = Callable[[np.ndarray], np.ndarray]
 class FlatParams:
     """How a picture is flattened into a few colour regions (CIELAB units)."""
 
-    palette: Palette  # the lattice the colours snap to (cartoon.finish)
+    palette: Palette  # the lattice the colours snap to (cartoon.image.finish)
     passes: int = 4  # bilateral passes; each flattens texture further
     diameter: int = 9  # bilateral window (px)
     sigma_color: float = 28.0  # bilateral range sigma (uint8 levels): edges above it survive

@@ -5,7 +5,7 @@ pictures alike, so the student learns from two pools, aligned 288x288 face crops
 whole pictures at the background pass's scales, each batch drawn from both. One model
 instead of a head and a background model halves the training cost and makes the
 pasted head agree with the background around it. The model starts from
-``cartoon.unet.random_generator`` and trains with Adam, a short warm-up and cosine
+``cartoon.model.unet.random_generator`` and trains with Adam, a short warm-up and cosine
 decay, on a line-weighted L1 plus an L1 of image gradients: the teachers' outlines
 are thresholded, thin and dark, and an unweighted loss would let the student average
 them away into grey smudges.
@@ -13,7 +13,7 @@ them away into grey smudges.
 Data come from packages already installed (``tools.photos.TRAINING``); nothing is
 downloaded, and the evaluation photos (``tools.photos.EVALUATION``) are never used.
 The cameraman's small face is found by the project's detector and aligned with
-``cartoon.align``; synthetic content adds drawn faces in the aligned frame, the LFW
+``cartoon.image.align``; synthetic content adds drawn faces in the aligned frame, the LFW
 faces of ``skimage.data.lfw_subset`` enlarged into the frame, and shapes-and-gradients
 scenes. Every picture is augmented (scale, mirror, small similarity jitter for faces,
 colour jitter) before the teacher draws it, so teacher and student see the same
@@ -47,13 +47,13 @@ import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
-from cartoon.align import similarity_transform, warp_crop
+from cartoon.image.align import similarity_transform, warp_crop
 from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
-from cartoon.device import resolve_device
-from cartoon.faces import DetectorConfig, FaceDetector
-from cartoon.finish import FINISHES
-from cartoon.styles import REGISTRY_FILE
-from cartoon.unet import UNetConfig, UNetGenerator, random_generator, save_weights
+from cartoon.model.device import resolve_device
+from cartoon.image.faces import DetectorConfig, FaceDetector
+from cartoon.image.finish import FINISHES
+from cartoon.image.styles import REGISTRY_FILE
+from cartoon.model.unet import UNetConfig, UNetGenerator, random_generator, save_weights
 from tools import photos as packaged
 from tools.teachers import DESCRIPTIONS, Renderer, teacher
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from ray.util.state import list_actors
 
-from cartoon import images
-from cartoon.pipeline import Options, Pipeline
-from cartoon.styles import StyleRegistry
+from cartoon.image import codec
+from cartoon.image.pipeline import Options, Pipeline
+from cartoon.image.styles import StyleRegistry
 from tests import photos
 from tests.cluster.conftest import portrait_jpeg, serve_cluster
 from tests.reports import read_report
@@ -91,8 +91,8 @@ def test_a_folder_gives_the_served_pixels_and_reports_a_broken_file(two_nodes, t
     assert "corrupt_image" in summary["failures"][0]["error"]
     reference = Pipeline(StyleRegistry.from_directory())
     for relative, data in sources.items():
-        output = images.decode((tmp_path / "out" / relative).with_suffix(".png").read_bytes()).rgb
-        expected = images.decode(reference(data, Options()).data).rgb
+        output = codec.decode((tmp_path / "out" / relative).with_suffix(".png").read_bytes()).rgb
+        expected = codec.decode(reference(data, Options()).data).rgb
         assert output.shape == expected.shape, relative
         difference = np.abs(output.astype(int) - expected.astype(int)).max()
         assert difference <= 1, f"{relative}: {difference}/255 from the in-process pipeline"

@@ -14,10 +14,10 @@ from functools import cache
 import numpy as np
 import torch
 
-from cartoon.background import shrink, split, stitch
-from cartoon.inference import InferenceMode
-from cartoon.pipeline import Options, Preparer
-from cartoon.styles import StyleRegistry, Stylizer
+from cartoon.image.background import shrink, split, stitch
+from cartoon.model.inference import InferenceMode
+from cartoon.image.pipeline import Options, Preparer
+from cartoon.image.styles import StyleRegistry, Stylizer
 from tests import photos
 
 @cache

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from cartoon.device import CUDA_CONTEXT_RESERVE_BYTES
+from cartoon.model.device import CUDA_CONTEXT_RESERVE_BYTES
 from tests.gpu import requires_cuda
 
 pytestmark = requires_cuda
@@ -20,7 +20,7 @@ BLOCK = 256 << 20
 
 FILL_TO_THE_CAP = f"""
 import json, torch
-from cartoon.device import cap_memory, resolve_device
+from cartoon.model.device import cap_memory, resolve_device
 device = resolve_device("cuda")
 # cuBLAS and cuDNN load their handles and workspaces on first use: count them.
 x = torch.randn(8, 32, 288, 288, device=device, dtype=torch.float16)

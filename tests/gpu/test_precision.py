@@ -2,7 +2,7 @@
 
 import pytest
 
-from cartoon.styles import StyleRegistry
+from cartoon.image.styles import StyleRegistry
 from tests.gpu import requires_cuda
 from tests.gpu.precision import errors
 

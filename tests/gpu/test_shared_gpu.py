@@ -49,8 +49,8 @@ class QuarterReplica:
     def __init__(self):
         import torch
 
-        from cartoon.device import cap_memory, resolve_device
-        from cartoon.styles import StyleRegistry, Stylizer
+        from cartoon.model.device import cap_memory, resolve_device
+        from cartoon.image.styles import StyleRegistry, Stylizer
 
         context = ray.get_runtime_context()
         self.device = resolve_device("auto", context.get_accelerator_ids().get("GPU", []))

@@ -4,7 +4,7 @@ The config is deployed the way ``serve run serve_config.yaml`` deploys it
 (``serve_app.local.deploy_config``), with extra copies of the app under other route
 prefixes whose only overrides are what the 503, 504, access-control and fault tests need,
 and one whose ``styles_dir`` holds the default styles plus a DCT-Net fixture converted by
-``python -m cartoon.dctnet``.
+``python -m cartoon.model.dctnet``.
 """
 
 import copy
@@ -19,8 +19,8 @@ import ray
 import yaml
 from ray import serve
 
-from cartoon.dctnet import convert
-from cartoon.styles import DEFAULT_STYLES_DIR
+from cartoon.model.dctnet import convert
+from cartoon.image.styles import DEFAULT_STYLES_DIR
 from serve_app.local import deploy_config, free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -69,7 +69,7 @@ STOPPED_RUN_PHOTOS = 20  # the run is still going when the signal lands, however
 # what it stands for.
 INTERRUPTIBLE = (
     "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from cartoon.folder import main; sys.exit(main())"
+    "from cartoon.batch.command import main; sys.exit(main())"
 )
 
 

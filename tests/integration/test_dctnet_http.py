@@ -1,11 +1,11 @@
-"""A DCT-Net style converted with ``python -m cartoon.dctnet``, served over real HTTP."""
+"""A DCT-Net style converted with ``python -m cartoon.model.dctnet``, served over real HTTP."""
 
 import cv2
 import numpy as np
 
-from cartoon import images
-from cartoon.pipeline import Options, Pipeline
-from cartoon.styles import StyleRegistry
+from cartoon.image import codec
+from cartoon.image.pipeline import Options, Pipeline
+from cartoon.image.styles import StyleRegistry
 from deployments.settings import AppArgs
 from tests import photos
 from tests.integration.conftest import DCTNET_FIXTURE, DCTNET_STYLE
@@ -34,7 +34,7 @@ def test_served_dctnet_style_matches_tensorflow_by_default(client):
     response = client.post("/dctnet/v1/cartoonize", params={"style": DCTNET_STYLE}, content=picture)
     assert response.status_code == 200, response.text
     assert response.headers["x-faces"] == "0"
-    served = images.decode(response.content).rgb.astype(int)
+    served = codec.decode(response.content).rgb.astype(int)
     tensorflow = cv2.cvtColor(cv2.imread(str(EXPECTED / "addv2_bg_even16.png")), cv2.COLOR_BGR2RGB).astype(int)
     difference = np.abs(served - tensorflow)
     assert served.shape == tensorflow.shape == (64, 80, 3)
@@ -50,7 +50,7 @@ def test_served_dctnet_style_equals_in_process_pipeline(client, serve_config, dc
         response = client.post("/dctnet/v1/cartoonize", params={"style": style}, content=picture)
         assert response.status_code == 200, response.text
         assert response.headers["x-faces"] == "1"
-        served = images.decode(response.content).rgb
-        local = images.decode(pipeline(picture, Options(style=style)).data).rgb
+        served = codec.decode(response.content).rgb
+        local = codec.decode(pipeline(picture, Options(style=style)).data).rgb
         assert served.shape == local.shape == (500, 460, 3)
         assert np.abs(served.astype(int) - local.astype(int)).max() <= 1

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from cartoon import images
-from cartoon.inference import choose_mode
-from cartoon.pipeline import Options, Pipeline
-from cartoon.styles import StyleRegistry
+from cartoon.image import codec
+from cartoon.model.inference import choose_mode
+from cartoon.image.pipeline import Options, Pipeline
+from cartoon.image.styles import StyleRegistry
 from deployments.settings import AppArgs
 from tests import photos
 from tests.integration.conftest import BATCHING_USER_CONFIG, OVERLOADED_RETRY_AFTER_S
-from tests.unit.test_images import png_header
+from tests.unit.image.test_codec import png_header
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_astronaut_comes_back_same_size_with_one_face(client, astronaut_png):
     assert response.headers["x-faces"] == "1"
     stages = [entry.split(";")[0] for entry in response.headers["server-timing"].split(", ")]
     assert {"decode", "detect", "align", "unet", "compose", "encode", "total"} <= set(stages)
-    decoded = images.decode(response.content).rgb
+    decoded = codec.decode(response.content).rgb
     assert decoded.shape == (512, 512, 3)
     assert np.abs(decoded.astype(int) - photos.astronaut()).mean() > 5  # really changed
 
@@ -62,7 +62,7 @@ def test_multipart_upload_and_json_mode(client, astronaut_png):
     (face,) = body["faces"]
     assert len(face["box"]) == 4 and len(face["points"]) == 5 and face["score"] > 0.3
     assert body["timings"]["unet"] > 0 and all(size >= 1 for size in body["batch_sizes"])
-    assert images.decode(base64.b64decode(body["image"])).rgb.shape == (256, 256, 3)
+    assert codec.decode(base64.b64decode(body["image"])).rgb.shape == (256, 256, 3)
 
 
 def test_transparent_png_keeps_alpha(client):
@@ -70,7 +70,7 @@ def test_transparent_png_keeps_alpha(client):
     rgba[:, :128, 3] = 0
     response = client.post("/v1/cartoonize", content=photos.encode(rgba))
     assert response.status_code == 200
-    decoded = images.decode(response.content)
+    decoded = codec.decode(response.content)
     assert decoded.alpha is not None and decoded.alpha[:, :120].max() == 0
 
 
@@ -90,7 +90,7 @@ def test_batch_reports_every_item_and_a_corrupt_one_does_not_sink_the_rest(clien
     assert results[1]["error"]["code"] == "corrupt_image"
     assert results[3]["error"]["code"] == "not_an_image"
     assert len(results[0]["faces"]) == 1 and results[2]["faces"] == []
-    coffee = images.decode(base64.b64decode(results[2]["image"])).rgb
+    coffee = codec.decode(base64.b64decode(results[2]["image"])).rgb
     assert coffee.shape == photos.coffee().shape
 
 
@@ -101,7 +101,7 @@ def test_styles_health_and_readiness(client):
     ready = client.get("/readyz")
     # Ready only once a Cartoonizer reported the forward it ran at start-up.
     assert ready.status_code == 200, ready.text
-    # The inference mode chosen at start-up, as cartoon.inference picks it on this CPU.
+    # The inference mode chosen at start-up, as cartoon.model.inference picks it on this CPU.
     expected = choose_mode(torch.device("cpu")).describe()
     assert {key: ready.json()["inference"][key] for key in expected} == expected
     assert ready.json()["inference"]["max_cpu_threads"] == 2
@@ -209,7 +209,7 @@ def test_served_output_equals_in_process_pipeline(client, serve_config, astronau
         params = {"strength": options.strength}
         if options.max_side:
             params["max_side"] = options.max_side
-        served = images.decode(client.post("/v1/cartoonize", params=params, content=astronaut_png).content).rgb
-        local = images.decode(pipeline(astronaut_png, options).data).rgb
+        served = codec.decode(client.post("/v1/cartoonize", params=params, content=astronaut_png).content).rgb
+        local = codec.decode(pipeline(astronaut_png, options).data).rgb
         assert served.shape == local.shape
         assert np.abs(served.astype(int) - local.astype(int)).max() <= 1

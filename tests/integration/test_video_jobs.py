@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import ray
 
-from cartoon import video
+from cartoon.video import media
 from tests import clips, photos
 from tests.integration.conftest import JOBS_LIMITS
 from tests.integration.test_http_api import assert_error
@@ -67,11 +67,11 @@ def test_a_clip_comes_back_cartoonized_with_its_frames_rate_duration_and_sound(c
     assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
     output = tmp_path / "out.mp4"
     output.write_bytes(result.content)
-    source, made = video.probe(clip_path), video.probe(output)
+    source, made = media.probe(clip_path), media.probe(output)
     assert (made.width, made.height, made.fps, made.rotation) == (source.width, source.height, source.fps, 0)
     assert abs(made.duration_s - source.duration_s) < 1e-3
-    inputs = [frame for frame in video.frames(clip_path, 0)]
-    outputs = [frame for frame in video.frames(output, 0)]
+    inputs = [frame for frame in media.frames(clip_path, 0)]
+    outputs = [frame for frame in media.frames(output, 0)]
     assert [f.pts for f in outputs] == [f.pts for f in inputs] and len(outputs) == 24
     # Every frame cartoonized: far from its input (a frame passed through is ~1 away).
     assert min(np.abs(o.rgb.astype(int) - i.rgb).mean() for o, i in zip(outputs, inputs)) > 8
@@ -88,8 +88,8 @@ def test_a_multipart_upload_into_matroska(client, clip_bytes, tmp_path):
     assert result.headers["content-type"] == "video/x-matroska"
     output = tmp_path / "out.mkv"
     output.write_bytes(result.content)
-    assert (video.probe(output).width, video.probe(output).height) == (144, 176)
-    assert len(list(video.frames(output, 0))) == 24
+    assert (media.probe(output).width, media.probe(output).height) == (144, 176)
+    assert len(list(media.frames(output, 0))) == 24
 
 
 def test_a_queued_or_running_job_can_be_cancelled_and_has_no_result(client, clip_bytes):

@@ -3,10 +3,10 @@ import sys
 
 import pytest
 
-from cartoon.faces import DetectorConfig, FaceDetector
-from cartoon.pipeline import Pipeline
-from cartoon.styles import StyleRegistry
-from cartoon.unet import UNetConfig, random_generator, save_weights
+from cartoon.image.faces import DetectorConfig, FaceDetector
+from cartoon.image.pipeline import Pipeline
+from cartoon.image.styles import StyleRegistry
+from cartoon.model.unet import UNetConfig, random_generator, save_weights
 from tests import photos
 
 

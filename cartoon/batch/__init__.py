@@ -1,0 +1,1 @@
+"""Folders of photos and clips: the ``cartoonize-batch`` command and its two engines."""

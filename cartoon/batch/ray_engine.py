@@ -1,0 +1,341 @@
+"""``cartoonize-batch --engine ray``: a folder of photos through Ray Data, on a Ray cluster.
+
+The only module of the core that imports Ray; ``cartoon.batch.command`` imports it for
+``--engine ray`` alone. The stages are the served graph's (``cartoon.image.pipeline``), laid
+out one of two ways:
+
+- ``staged``, for UNet actors that hold GPUs::
+
+    read + decode + detect + align (CPU tasks)
+      -> UNet (an actor pool: a fixed number of actors, each with its num_gpus/num_cpus,
+         fed batches of images whose head crops and background pieces form its batches)
+      -> compose + encode + write (CPU tasks)
+
+  The GPU's actor does nothing but the UNet, fed by every CPU of the cluster.
+- ``whole``, for UNet actors on CPUs: one actor pool, each actor taking a batch of
+  photos from file to file (read, prepare, the UNet on their pieces, compose, write).
+  On a CPU every stage runs on the same cores, so handing a job to another process buys
+  no parallelism and costs a pickle and an object-store hop each way, and task workers
+  of their own that hold a face detector each (docs/BENCHMARKS.md: 1.3x the images/s
+  of ``staged``, and of the HTTP mode, on 2 cores).
+
+Planning, naming, the report and the exit codes are ``cartoon.batch.files``' and ``cartoon.batch.command``'s. Each output is
+written by the process that composed it, at the path the HTTP mode uses, through a
+temporary file and a rename; a failed photo becomes a row with its error, never an
+exception, so one photo never stops the run. Ray Data retries the tasks and restarts
+the actors that a lost worker or node took with it; a retried task writes the same
+output again, so a retry is harmless.
+"""
+
+import functools
+import logging
+import math
+import pickle
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+
+import cv2
+import numpy as np
+import ray
+import torch
+from tqdm import tqdm
+
+from cartoon.batch import videos
+from cartoon.model.device import cap_memory, resolve_device
+from cartoon.errors import CartoonError, DeviceOutOfMemoryError, TooLargeForDeviceError, WeightsError
+from cartoon.batch.files import (Location, Tally, UsageError, plan_location, record, remove_partials, report_ignored,
+                            write_atomic)
+from cartoon.image.pipeline import Composer, Job, Options, PipelineSettings, Preparer, stylize_jobs
+from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
+
+# Few rows per input block: a block is what a prepare task (or a whole-photo actor
+# call) does and what a lost task redoes, and small blocks start the UNet early and
+# spread over the cluster's CPUs.
+ROWS_PER_BLOCK = 4
+NO_RESULT = "no result came back from Ray Data"
+# What a UNet actor holds at most on a CPU: 1.4 GB measured at a batch of eight 1024 px
+# photos, 1.9 GB for 12 MP ones. Declared so Ray never packs more actors on a node than
+# its memory holds; and, differing from the prepare map's resources, it keeps Ray Data
+# from fusing that map into the actors (it fuses stages whose resources are equal),
+# where photos would be decoded and aligned only as many at once as there are actors.
+UNET_ACTOR_MEMORY_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """How the job uses the cluster."""
+
+    unet_actors: int | None = None  # actors in the pool; None: as many as the cluster holds (``fill_cluster``)
+    cpus_per_actor: float = 1.0  # logical CPUs per UNet actor; its torch threads on a CPU
+    gpus_per_actor: float = 0.0  # GPUs per UNet actor (fractions share one)
+    cpus_per_task: float = 1.0  # logical CPUs per prepare or compose task (staged)
+    batch_size: int = 4  # images per UNet actor call; their pieces form the UNet batches
+    layout: str = "auto"  # cartoon.batch.command.RAY_LAYOUTS; auto: staged when the actors hold GPUs, else whole
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+
+    @property
+    def chosen_layout(self) -> str:
+        if self.layout != "auto":
+            return self.layout
+        return "staged" if self.gpus_per_actor > 0 else "whole"
+
+
+def fill_cluster(settings: RaySettings, resources: dict[str, float]) -> RaySettings:
+    """``settings`` with the pool's size set, when it was not, to what ``resources`` hold.
+
+    As many actors as the cluster's GPUs (actors with GPUs), or its CPUs and memory
+    (whole-photo actors on CPUs) give room for; a staged pool on CPUs gets one, since
+    its tasks need the other CPUs. At least one: Ray Data waits for the resources of a
+    pool larger than the cluster (an autoscaling one adds nodes).
+    """
+    if settings.unet_actors is not None:
+        return settings
+    if settings.gpus_per_actor > 0:
+        fits = resources.get("GPU", 0.0) / settings.gpus_per_actor
+    elif settings.chosen_layout == "whole":
+        by_cpus = resources.get("CPU", 0.0) / settings.cpus_per_actor if settings.cpus_per_actor else math.inf
+        fits = min(by_cpus, resources.get("memory", 0.0) / UNET_ACTOR_MEMORY_BYTES)
+    else:
+        fits = 1
+    return replace(settings, unet_actors=max(1, math.floor(fits)))
+
+
+@functools.cache
+def _preparer(settings: PipelineSettings) -> Preparer:
+    """One per worker process: the detector's models load once, not per photo."""
+    return Preparer(settings, StyleRegistry.from_directory(DEFAULT_STYLES_DIR))
+
+
+def _stylizer(style: str | None, settings: PipelineSettings) -> Stylizer:
+    """One style's generators on the device Ray gave this actor, as the Cartoonizer loads them."""
+    context = ray.get_runtime_context()
+    resources = context.get_assigned_resources()
+    # CUDA only on a GPU Ray assigned, as the Cartoonizer does.
+    device = resolve_device(settings.device, context.get_accelerator_ids().get("GPU", []))
+    if device.type == "cuda":
+        # Ray shares a GPU by bookkeeping only; the cap keeps actors sharing one apart.
+        cap_memory(device, resources.get("GPU", 0.0))
+    else:
+        threads = max(1, math.ceil(resources.get("CPU", 1.0)))
+        torch.set_num_threads(threads)
+        # OpenCV's resizes and warps would otherwise spread over every core of the
+        # node, which the other actors are using.
+        cv2.setNumThreads(threads)
+    registry = StyleRegistry.from_directory(DEFAULT_STYLES_DIR)
+    return Stylizer.from_style(registry.get(style), device, settings.precision)
+
+
+def _failed(row: dict, error: str) -> dict:
+    return {"relative": row["relative"], "target": row["target"], "job": b"", "full_size": b"", "error": error}
+
+
+def _message(exc: Exception) -> str:
+    """A photo's error as the in-process mode words it; any other exception is our bug."""
+    if isinstance(exc, CartoonError | DeviceOutOfMemoryError | TooLargeForDeviceError):
+        return f"{exc.code}: {exc}"
+    if isinstance(exc, OSError):
+        return f"io: {exc}"
+    return f"internal: {exc!r}"
+
+
+def _read_and_prepare(source: str, filesystem, options: Options, preparer: Preparer) -> Job:
+    with filesystem.open_input_stream(source) as stream:
+        data = stream.read()
+    return preparer.prepare(data, options)
+
+
+def _stylized(jobs: list[Job], stylizer: Stylizer) -> list[Job | str]:
+    """The jobs stylized together, each as a job or, where it failed, its error message."""
+    try:
+        return stylize_jobs(jobs, stylizer)
+    except Exception:
+        # One photo's trouble (a background too large for the GPU, say) must not fail
+        # the others of its batch: each alone, so only its own row fails.
+        outcomes: list[Job | str] = []
+        for job in jobs:
+            try:
+                outcomes += stylize_jobs([job], stylizer)
+            except Exception as exc:
+                outcomes.append(_message(exc))
+        return outcomes
+
+
+def _compose_and_write(job: Job, target: str, filesystem) -> None:
+    write_atomic(filesystem, target, Composer().compose(job).data)
+
+
+def prepare(row: dict, filesystem, options: Options, settings: PipelineSettings) -> dict:
+    """Staged: reads one photo and runs everything before the UNet; a failure becomes the row's error."""
+    try:
+        job, full_size = _read_and_prepare(row["source"], filesystem, options, _preparer(settings)).split_full_size()
+    # Every exception: one photo, whatever is wrong with it, must not stop the others.
+    except Exception as exc:
+        return _failed(row, _message(exc))
+    return {
+        "relative": row["relative"], "target": row["target"],
+        "job": pickle.dumps(job, protocol=5), "full_size": pickle.dumps(full_size, protocol=5), "error": "",
+    }
+
+
+class UNetStage:
+    """Staged: a pool actor running one style's generators on the device Ray gave it."""
+
+    def __init__(self, style: str | None, settings: PipelineSettings):
+        self.stylizer = _stylizer(style, settings)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        live = [index for index, error in enumerate(batch["error"]) if not error]
+        jobs = [pickle.loads(batch["job"][index]) for index in live]
+        errors, pickled = list(batch["error"]), list(batch["job"])
+        for index, outcome in zip(live, _stylized(jobs, self.stylizer)):
+            if isinstance(outcome, str):
+                errors[index], pickled[index] = outcome, b""
+            else:
+                pickled[index] = pickle.dumps(outcome, protocol=5)
+        return {
+            "relative": batch["relative"], "target": batch["target"], "full_size": batch["full_size"],
+            "job": np.array(pickled, dtype=object), "error": np.array(errors, dtype=object),
+        }
+
+
+def compose(row: dict, filesystem) -> dict:
+    """Staged: pastes, encodes and writes one photo; returns what the driver reports."""
+    if row["error"]:
+        return {"relative": row["relative"], "error": row["error"]}
+    try:
+        job = pickle.loads(row["job"]).with_full_size(pickle.loads(row["full_size"]))
+        _compose_and_write(job, row["target"], filesystem)
+    except Exception as exc:  # as in prepare: one photo never stops the others
+        return {"relative": row["relative"], "error": _message(exc)}
+    return {"relative": row["relative"], "error": ""}
+
+
+class PhotoStage:
+    """Whole: a pool actor taking a batch of photos from their files to their outputs."""
+
+    def __init__(self, options: Options, settings: PipelineSettings, source, target):
+        self.stylizer = _stylizer(options.style, settings)
+        self.preparer = _preparer(settings)
+        self.options, self.source, self.target = options, source, target
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        errors = [""] * len(batch["relative"])
+        jobs: dict[int, Job] = {}
+        for index, source in enumerate(batch["source"]):
+            try:
+                jobs[index] = _read_and_prepare(source, self.source, self.options, self.preparer)
+            except Exception as exc:  # as in prepare: one photo never stops the others
+                errors[index] = _message(exc)
+        for index, outcome in zip(jobs, _stylized(list(jobs.values()), self.stylizer)):
+            if isinstance(outcome, str):
+                errors[index] = outcome
+                continue
+            try:
+                _compose_and_write(outcome, batch["target"][index], self.target)
+            except Exception as exc:
+                errors[index] = _message(exc)
+        return {"relative": batch["relative"], "error": np.array(errors, dtype=object)}
+
+
+def dataset(rows: list[dict], source: Location, target: Location, options: Options,
+            settings: RaySettings) -> ray.data.Dataset:
+    """The whole job as a Ray Data dataset of (relative, error) rows, one per photo.
+
+    ``settings.unet_actors`` must be set (``fill_cluster``).
+    """
+    blocks = max(1, math.ceil(len(rows) / ROWS_PER_BLOCK))
+    photos = ray.data.from_items(rows, override_num_blocks=blocks)
+    pool = {"compute": ray.data.ActorPoolStrategy(size=settings.unet_actors), "batch_size": settings.batch_size,
+            "batch_format": "numpy", "num_cpus": settings.cpus_per_actor, "num_gpus": settings.gpus_per_actor,
+            "memory": UNET_ACTOR_MEMORY_BYTES}
+    if settings.chosen_layout == "whole":
+        return photos.map_batches(PhotoStage, fn_constructor_kwargs={
+            "options": options, "settings": settings.pipeline, "source": source.filesystem,
+            "target": target.filesystem}, **pool)
+    return (
+        photos.map(prepare, fn_kwargs={"filesystem": source.filesystem, "options": options,
+                                       "settings": settings.pipeline}, num_cpus=settings.cpus_per_task)
+        .map_batches(UNetStage, fn_constructor_kwargs={"style": options.style, "settings": settings.pipeline},
+                     **pool)
+        .map(compose, fn_kwargs={"filesystem": target.filesystem}, num_cpus=settings.cpus_per_task)
+    )
+
+
+def run(source: Location, target: Location, options: Options, settings: RaySettings, overwrite: bool,
+        tally: Tally, started: list[float]) -> None:
+    """Cartoonizes every photo under ``source`` into ``target`` on the connected Ray cluster.
+
+    Fills ``tally`` as photos finish; every planned photo ends done or among its
+    failures, unless the run is interrupted. ``started`` receives the start time.
+
+    Raises:
+        UsageError: an unknown style, weights that do not load, no input folder.
+    """
+    try:
+        StyleRegistry.from_directory(DEFAULT_STYLES_DIR).get(options.style)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from exc
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from exc
+    planned, ignored = plan_location(source, target, options.format, overwrite, tally)
+    report_ignored(ignored)
+    for relative in [relative for relative, _ in planned if videos.is_video(relative)]:
+        tally.fail(relative, "video clips go through the service's jobs API: run without --engine ray")
+    planned = [(relative, output) for relative, output in planned if not videos.is_video(relative)]
+    rows = [{"relative": str(relative), "source": source.join(relative), "target": target.join(output)}
+            for relative, output in planned]
+    # The driver's own bar counts photos; Ray Data's per-operator bars would interleave with it.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    started.append(time.perf_counter())
+    waiting = {row["relative"] for row in rows}
+    missing = NO_RESULT
+    with tqdm(total=len(rows), unit="img", dynamic_ncols=True) as bar:
+        try:
+            if rows:
+                settings = fill_cluster(settings, ray.cluster_resources())
+                for outcome in dataset(rows, source, target, options, settings).iter_rows():
+                    if outcome["relative"] in waiting:  # each photo once, whatever was retried
+                        waiting.discard(outcome["relative"])
+                        record(tally, bar, PurePosixPath(outcome["relative"]), outcome["error"] or None)
+        # The run itself failed (retries used up, the cluster gone): what it did not
+        # finish is reported, photo by photo, like any other failure.
+        except Exception as exc:
+            missing = f"{NO_RESULT}: the run failed: {exc!r:.500}"
+        for relative in sorted(waiting):
+            record(tally, bar, PurePosixPath(relative), missing)
+    if rows:
+        _tidy_unfinished_writes(target, [output for _, output in planned])
+
+
+def _tidy_unfinished_writes(target: Location, outputs: list[PurePosixPath]) -> None:
+    try:
+        for partial in remove_partials(target, outputs):
+            print(f"removed {partial}: a lost worker's unfinished write", file=sys.stderr)
+    except OSError as exc:  # every photo is counted already; only the tidying failed
+        print(f"cartoonize-batch: could not remove unfinished writes: {exc}", file=sys.stderr)
+
+
+def main(args, options: Options, tally: Tally, started: list[float]) -> None:
+    """``cartoonize-batch --engine ray``: connects to ``--address`` (or starts a local Ray) and runs."""
+    settings = RaySettings(
+        unet_actors=args.unet_actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
+        cpus_per_task=args.cpus_per_task, batch_size=args.batch_size, layout=args.layout,
+        pipeline=PipelineSettings(tile=args.tile),
+    )
+    source, target = Location.parse(args.input_dir), Location.parse(args.output)
+    # Without --address a Ray of its own ("local"), never one that happens to run on this
+    # machine, and without a dashboard; a cluster keeps its own.
+    local = {} if args.address else {"include_dashboard": False}
+    try:
+        ray.init(address=args.address or "local", log_to_driver=False, logging_level=logging.WARNING, **local)
+    # No cluster at the address, or a local Ray that did not come up (Ray raises a bare
+    # Exception when its node times out starting): nothing can run, as with no service.
+    except Exception as exc:
+        where = f"at {args.address}" if args.address else "of its own on this machine"
+        raise UsageError(f"no Ray {where}: {exc}") from exc
+    try:
+        run(source, target, options, settings, args.overwrite, tally, started)
+    finally:
+        ray.shutdown()

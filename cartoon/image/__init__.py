@@ -1,0 +1,1 @@
+"""One picture: decode, faces, alignment, background tiles, styles and finish, compose."""

@@ -1,0 +1,415 @@
+"""The hard last steps of a cartoon: colours snapped to a palette lattice, thresholded ink.
+
+A convolutional student learns its teacher's flat regions and outlines as smooth ramps:
+trained for 6000 steps the default style still had about as many colours as the photo
+(docs/MODEL_CARD.md), because a quantiser's step is exactly what a smooth network cannot
+draw. So a style may name a *finish*: its teacher's own two hard steps, applied to the
+student's picture. The student does the expensive, learnt part (the edge-preserving
+flattening and where lines go); the finish projects each pixel onto the colours the
+teacher can produce and inks what is darker than its surroundings, by the teacher's
+rule. ``tools/teachers.py`` builds the teachers from the same functions, so the lattice
+the finish snaps to is the teacher's own, or a coarser one sharing its bands (a test
+checks that the teacher's own lattice and ink leave a teacher's picture nearly as it is).
+
+Every step is local (at most a few pixels of context), so finishing background tiles that
+carry the UNet's halo gives the same picture as finishing the whole background.
+"""
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from cartoon.image.flow import sample
+
+# An ink: a solid (R, G, B) colour, or a (scale, add) shade of the colour under it.
+Ink = tuple[int, int, int] | tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Palette:
+    """A lattice of CIELAB colours: lightness bands and a square (a*, b*) grid."""
+
+    band: float  # L* height of one band
+    offset: float  # L* of a band boundary; bands are centred between boundaries
+    chroma_step: float  # a*, b* grid step
+    # L*: colours in bands centred below it snap to the first band centred above it
+    min_lightness: float | None = None
+
+
+@dataclass(frozen=True)
+class LineParams:
+    """Thresholded difference-of-Gaussian outlines of a lightness channel."""
+
+    sigma: float = 1.0  # inner Gaussian (px)
+    ratio: float = 2.0  # outer sigma / inner sigma
+    threshold: float = 3.0  # DoG depth (L*) above which a pixel is a line
+    min_area: int = 10  # connected line pieces smaller than this (px) are dropped
+    thicken: int = 1  # dilation radius (px); 0 keeps the DoG width
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A style's finish, as ``registry.json`` names it (``FINISHES``).
+
+    Attributes:
+        palette: the teacher's colour lattice (without its brightness lift, which the
+            student has already learnt).
+        median: window (odd px) of the median filter that removes speckle where a band
+            boundary crosses a soft gradient.
+        lines: the teacher's outline rule.
+        ink: (R, G, B) of a solid ink, or (scale, add) of a shaded ink: a very dark
+            shade of the colour under the line (colour x scale + add), as on inked cels.
+        black_below: L* under which an area is filled with ink (comic's spotted
+            blacks), or None.
+    """
+
+    palette: Palette
+    median: int
+    lines: LineParams
+    ink: Ink
+    black_below: float | None = None
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB to float32 CIELAB (L* 0-100), in full precision."""
+    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+
+
+# CIELAB's range (a*, b* of sRGB colours stay within it), for the lattice tables.
+_CHROMA_LIMIT = 128.0
+
+
+@lru_cache(maxsize=16)
+def _lattice(palette: Palette, lift: float, chroma_gain: float) -> tuple[np.ndarray, int, int]:
+    """Every lattice colour as uint8 RGB, indexed [band, a step, b step]; the first indices."""
+    first_band = int(np.floor((0.0 - palette.offset) / palette.band))
+    last_band = int(np.floor((100.0 - palette.offset) / palette.band))
+    steps = int(np.ceil(_CHROMA_LIMIT * chroma_gain / palette.chroma_step))
+    bands = np.arange(first_band, last_band + 1, dtype=np.float32)
+    chroma = np.arange(-steps, steps + 1, dtype=np.float32) * palette.chroma_step
+    lab = np.empty((len(bands), len(chroma), len(chroma), 3), np.float32)
+    lab[..., 0] = np.clip((bands + 0.5) * palette.band + palette.offset + lift, 0, 100)[:, None, None]
+    lab[..., 1] = chroma[None, :, None]
+    lab[..., 2] = chroma[None, None, :]
+    rgb = np.clip(cv2.cvtColor(lab.reshape(1, -1, 3), cv2.COLOR_LAB2RGB), 0.0, 1.0)
+    table = np.round(rgb * 255.0).astype(np.uint8).reshape(lab.shape)
+    return table, first_band, -steps
+
+
+def _lattice_indices(lab: np.ndarray, palette: Palette, chroma_gain: float) -> tuple[np.ndarray, ...]:
+    """Each colour's (band, a step, b step) indices into ``_lattice``'s table."""
+    table, first_band, first_step = _lattice(palette, 0.0, chroma_gain)
+    band = np.floor((lab[..., 0] - palette.offset) / palette.band).astype(np.int32) - first_band
+    chroma = np.rint(lab[..., 1:] * (chroma_gain / palette.chroma_step)).astype(np.int32) - first_step
+    lowest = 0
+    if palette.min_lightness is not None:
+        lowest = max(0, int(np.ceil((palette.min_lightness - palette.offset) / palette.band - 0.5)) - first_band)
+    np.clip(band, lowest, table.shape[0] - 1, out=band)
+    np.clip(chroma, 0, table.shape[1] - 1, out=chroma)
+    return band, chroma[..., 0], chroma[..., 1]
+
+
+def snap(lab: np.ndarray, palette: Palette, lift: float = 0.0, chroma_gain: float = 1.0) -> np.ndarray:
+    """Snaps CIELAB colours onto a palette lattice; returns uint8 RGB.
+
+    Each pixel's lattice point is found by index arithmetic and its RGB read from a
+    table of the whole lattice (a few thousand colours, converted once), which is
+    several times faster than converting every pixel back from CIELAB.
+
+    Args:
+        lab: (H, W, 3) float32 CIELAB.
+        palette: the lattice.
+        lift: L* added to every band centre (a teacher brightens its cartoons).
+        chroma_gain: a*, b* multiplier before snapping (a teacher saturates).
+
+    Returns:
+        (H, W, 3) uint8 RGB whose colours are lattice points.
+    """
+    table = _lattice(palette, lift, chroma_gain)[0]
+    return table[_lattice_indices(lab, palette, chroma_gain)]
+
+
+@lru_cache(maxsize=16)
+def _byte_indices(palette: Palette) -> np.ndarray:
+    """A (1, 256, 3) lookup table from OpenCV's 8-bit CIELAB to lattice indices."""
+    levels = np.arange(256, dtype=np.float32)
+    ramp = np.stack([levels * (100.0 / 255.0), levels - 128.0, levels - 128.0], axis=-1)[None]
+    return np.stack(_lattice_indices(ramp, palette, 1.0), axis=-1).astype(np.uint8)
+
+
+@lru_cache(maxsize=16)
+def _rendered_lattice(palette: Palette) -> np.ndarray:
+    """The lattice table as the finish needs it: each teacher colour snaps back to itself.
+
+    A lattice point outside the sRGB gamut is drawn clipped, and the clipped colour lies
+    in another point's cell (a saturated orange suit moves one band). A cell whose own
+    point cannot be drawn therefore reads the colour of a point whose drawing lands in
+    it, so a student that reproduces the teacher's drawn colour keeps it.
+    """
+    table = _lattice(palette, 0.0, 1.0)[0]
+    colours = table.reshape(-1, 3)
+    # Through the same 8-bit path as the pictures, so "lands in" means what it will mean.
+    drawn = cv2.LUT(cv2.cvtColor(colours[None], cv2.COLOR_RGB2LAB), _byte_indices(palette))[0]
+    cells = np.ravel_multi_index(tuple(drawn.T.astype(np.intp)), table.shape[:3])
+    points = np.arange(len(colours))
+    drawable = cells == points
+    moved = ~drawable & ~drawable[cells]
+    remap = points.copy()
+    remap[cells[moved]] = points[moved]
+    return colours[remap].reshape(table.shape)
+
+
+@lru_cache(maxsize=16)
+def _byte_coordinates(palette: Palette) -> np.ndarray:
+    """A (1, 256, 3) float32 table from 8-bit CIELAB to lattice coordinates.
+
+    In these coordinates cell ``i`` spans [i - 0.5, i + 0.5) on each axis, so how far a
+    colour lies from a cell is read directly (``_sticky_cells``).
+    """
+    _, first_band, first_step = _lattice(palette, 0.0, 1.0)
+    levels = np.arange(256, dtype=np.float32)
+    band = (levels * (100.0 / 255.0) - palette.offset) / palette.band - first_band - 0.5
+    chroma = (levels - 128.0) / palette.chroma_step - first_step
+    return np.stack([band, chroma, chroma], axis=-1)[None].astype(np.float32)
+
+
+def _cells(lab8: np.ndarray, palette: Palette) -> np.ndarray:
+    """(H, W, 3) int32 lattice indices of OpenCV's 8-bit CIELAB colours."""
+    return cv2.LUT(lab8, _byte_indices(palette)).astype(np.int32)
+
+
+def _render(cells: np.ndarray, palette: Palette) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of lattice indices, as the finish draws them."""
+    table = _rendered_lattice(palette)
+    flat = (cells[..., 0] * table.shape[1] + cells[..., 1]) * table.shape[2] + cells[..., 2]
+    return np.take(table.reshape(-1, 3), flat, axis=0)
+
+
+def snap_bytes(lab8: np.ndarray, palette: Palette) -> np.ndarray:
+    """``snap`` for OpenCV's 8-bit CIELAB (L* scaled to 0-255, a* and b* offset by 128).
+
+    Table lookups only: several times faster than converting to float CIELAB first,
+    with L* in steps of 100/255, far finer than any band here. Cells of colours the
+    lattice cannot draw read the colours drawn there instead (``_rendered_lattice``).
+    """
+    return _render(_cells(lab8, palette), palette)
+
+
+def _sticky_cells(lab8: np.ndarray, palette: Palette, previous: np.ndarray | None, margin: float) -> np.ndarray:
+    """Lattice indices that keep the previous frame's cell while the colour stays within
+    ``margin`` (a fraction of a cell) past that cell's edge, axis by axis."""
+    cells = _cells(lab8, palette)
+    if previous is None:
+        return cells
+    near = np.abs(cv2.LUT(lab8, _byte_coordinates(palette)) - previous) <= 0.5 + margin
+    return np.where(near, previous, cells)
+
+
+def line_depth(lightness: np.ndarray, params: LineParams) -> np.ndarray:
+    """(H, W) float32: how much darker each pixel is than its surroundings (difference of Gaussians, L*)."""
+    inner = cv2.GaussianBlur(lightness, (0, 0), params.sigma)
+    outer = cv2.GaussianBlur(lightness, (0, 0), params.sigma * params.ratio)
+    return outer - inner
+
+
+def _thresholds(base: float, previous: np.ndarray | None, margin: float, above: bool) -> float | np.ndarray:
+    """A threshold moved by ``margin`` away from each pixel's previous choice, so it flips only
+    when its value crosses the threshold by more than the margin (hysteresis)."""
+    if previous is None:
+        return base
+    towards_keeping = -margin if above else margin
+    return np.where(previous, base + towards_keeping, base - towards_keeping).astype(np.float32)
+
+
+def _line_mask(depth: np.ndarray, params: LineParams, previous: np.ndarray | None = None, margin: float = 0.0) -> np.ndarray:
+    """(H, W) bool: pixels past the ink threshold, in pieces of at least ``min_area``, not thickened."""
+    mask = (depth > _thresholds(params.threshold, previous, margin, above=True)).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= params.min_area
+    keep[0] = False
+    return keep[labels]
+
+
+def _thicken(mask: np.ndarray, params: LineParams) -> np.ndarray:
+    if not params.thicken:
+        return mask
+    side = 2 * params.thicken + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def dark_lines(lightness: np.ndarray, params: LineParams) -> np.ndarray:
+    """A (H, W) bool mask of outline pixels: darker than their surroundings by a margin."""
+    return _thicken(_line_mask(line_depth(lightness, params), params), params)
+
+
+def spotted_blacks(
+    lightness: np.ndarray, below: float, previous: np.ndarray | None = None, margin: float = 0.0
+) -> np.ndarray:
+    """A (H, W) bool mask of areas darker than ``below`` (L*), without pixel speckle.
+
+    With the previous frame's mask, a pixel changes only when its lightness crosses
+    ``below`` by more than ``margin``.
+    """
+    dark = lightness < _thresholds(below, previous, margin, above=False)
+    return cv2.medianBlur(dark.astype(np.uint8), 5).astype(bool)
+
+
+@lru_cache(maxsize=8)
+def _shade_table(scale: float, add: float) -> np.ndarray:
+    """Level -> level x scale + add, rounded: a shaded ink as a lookup table."""
+    return np.round(np.arange(256, dtype=np.float32) * scale + add).astype(np.uint8)
+
+
+def ink(rgb: np.ndarray, mask: np.ndarray, colour: Ink) -> np.ndarray:
+    """Inks the masked pixels of ``rgb`` in place: a solid (R, G, B) colour, or a
+    (scale, add) shade of the colour under them."""
+    if len(colour) == 3:
+        rgb[mask] = colour
+    else:
+        rgb[mask] = _shade_table(*colour)[rgb[mask]]
+    return rgb
+
+
+@dataclass(frozen=True)
+class Hysteresis:
+    """How far past a boundary a video pixel's value must go before the finish changes its
+    choice from the previous frame's: the hard steps would otherwise flip on noise."""
+
+    cell: float = 0.3  # fraction of a lattice cell beyond the previous cell's edge
+    line: float = 0.6  # L* of line depth either side of the ink threshold
+    black: float = 2.0  # L* either side of ``black_below``
+
+
+@dataclass(frozen=True)
+class FinishState:
+    """The choices of one finished frame, that the next frame's finish leans on."""
+
+    cells: np.ndarray  # (H, W, 3) int32 lattice indices
+    lines: np.ndarray  # (H, W) bool ink, before thickening
+    blacks: np.ndarray | None  # (H, W) bool spotted blacks, or None
+
+
+def warp_state(state: FinishState, flow: np.ndarray) -> FinishState:
+    """The previous frame's choices carried along the picture's motion.
+
+    Args:
+        flow: (H, W, 2) float32, for each pixel of the new frame where it was in the
+            previous one (``cartoon.image.flow.optical_flow`` from the new frame to the old).
+    """
+    def moved(mask: np.ndarray) -> np.ndarray:
+        return sample(mask.astype(np.uint8), flow, cv2.INTER_NEAREST)
+
+    cells = sample(state.cells.astype(np.uint8), flow, cv2.INTER_NEAREST).astype(np.int32)
+    blacks = None if state.blacks is None else moved(state.blacks).astype(bool)
+    return FinishState(cells, moved(state.lines).astype(bool), blacks)
+
+
+def finish_frame(
+    rgb: np.ndarray, finish: Finish, previous: FinishState | None = None, hysteresis: Hysteresis = Hysteresis()
+) -> tuple[np.ndarray, FinishState]:
+    """Finishes one (H, W, 3) uint8 picture, leaning on the previous frame's choices.
+
+    Without ``previous`` this is the still-image finish. Returns the new picture and
+    its choices.
+    """
+    lab8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    cells = _sticky_cells(lab8, finish.palette, previous and previous.cells, hysteresis.cell)
+    out = cv2.medianBlur(_render(cells, finish.palette), finish.median)
+    lightness = lab8[..., 0].astype(np.float32) * (100.0 / 255.0)
+    lines = _line_mask(line_depth(lightness, finish.lines), finish.lines, previous and previous.lines, hysteresis.line)
+    mask = _thicken(lines, finish.lines)
+    blacks = None
+    if finish.black_below is not None:
+        blacks = spotted_blacks(lightness, finish.black_below, previous and previous.blacks, hysteresis.black)
+        mask = mask | blacks
+    return ink(out, mask, finish.ink), FinishState(cells, lines, blacks)
+
+
+def apply(rgb: np.ndarray, finish: Finish) -> np.ndarray:
+    """Finishes one (H, W, 3) uint8 picture; returns a new (H, W, 3) uint8 picture."""
+    return finish_frame(rgb, finish)[0]
+
+
+def apply_batch(pieces: np.ndarray, finish: Finish | None) -> np.ndarray:
+    """Finishes a (B, H, W, 3) uint8 batch; returns it unchanged when ``finish`` is None."""
+    if finish is None:
+        return pieces
+    return np.stack([apply(piece, finish) for piece in pieces]) if len(pieces) else pieces
+
+
+class TemporalFinish:
+    """A video's finish: each piece (a tracked head crop, a background piece) is finished
+    leaning on its own previous frame, so bands and ink hold still where the picture does.
+
+    Pieces are named by the caller (``("head", track_id)``, ``("background", index)``);
+    a piece seen for the first time, or after ``reset`` (a shot cut), gets the still finish.
+    """
+
+    def __init__(self, finish: Finish, hysteresis: Hysteresis = Hysteresis()):
+        self.finish = finish
+        self.hysteresis = hysteresis
+        self._states: dict[object, FinishState] = {}
+
+    def apply(self, key: object, rgb: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
+        """Finishes the piece's next frame; ``flow`` (see ``warp_state``) carries the previous
+        frame's choices along the motion, where the piece's content moves."""
+        previous = self._states.get(key)
+        if previous is not None and previous.lines.shape != rgb.shape[:2]:
+            previous = None
+        if previous is not None and flow is not None:
+            previous = warp_state(previous, flow)
+        out, self._states[key] = finish_frame(rgb, self.finish, previous, self.hysteresis)
+        return out
+
+    def keep_only(self, keys: set) -> None:
+        """Forgets pieces gone from the picture (a face no longer tracked)."""
+        for key in set(self._states) - keys:
+            del self._states[key]
+
+    def reset(self) -> None:
+        self._states.clear()
+
+
+# The teachers' parameters (tools/teachers.py reads them from here), by style name.
+TOON_PALETTE = Palette(band=20.0, offset=4.0, chroma_step=12.0)
+TOON_LIFT = 4.0
+TOON_LINES = LineParams(sigma=1.2, threshold=1.6, min_area=16, thicken=0)
+TOON_INK = (0.18, 12.0)  # shaded: colour x 0.18 + 12
+# Comic's lines and blacks were made bolder in round 3 (docs/MODEL_CARD.md): outlines on
+# more of a picture's main edges, and only its shadows spotted black.
+COMIC_PALETTE = Palette(band=26.0, offset=6.0, chroma_step=20.0)
+COMIC_LIFT = 8.0
+COMIC_LINES = LineParams(sigma=1.2, threshold=1.4, min_area=24, thicken=1)
+COMIC_BLACK = 15.0  # L* below which an area is spotted solid black
+COMIC_INK = (16, 14, 18)
+
+
+# The served toon departs from its teacher in four ways (docs/MODEL_CARD.md). It inks at
+# a lower threshold: the student's outlines are softer and paler than the teacher's, and
+# the finish's median thins them. Its ink is black, not a shade: a shade of a dark band
+# hardly stands out from it. Its chroma grid is coarser (16 against 12), a third fewer
+# hues on skin and walls. Only its ink is black: the darkest fill is the band centred at
+# L* 18 (the teacher's black band below L* 8 is gone), so outlines show on dark clothes
+# and hair, and noise around L* 8 no longer blotches dark areas black. The teacher stays
+# as the shipped network was trained on it; comic keeps black fills (its spotted blacks).
+TOON_FINISH_PALETTE = replace(TOON_PALETTE, chroma_step=16.0, min_lightness=15.0)
+TOON_FINISH_LINES = LineParams(sigma=1.0, threshold=1.0, min_area=16, thicken=0)
+TOON_FINISH_INK = (0, 0, 0)
+
+
+def lifted(palette: Palette, lift: float) -> Palette:
+    """The lattice a lifted teacher's colours sit on: band centres moved up by ``lift``."""
+    return replace(palette, offset=palette.offset + lift)
+
+
+FINISHES: dict[str, Finish] = {
+    "toon": Finish(lifted(TOON_FINISH_PALETTE, TOON_LIFT), median=3, lines=TOON_FINISH_LINES, ink=TOON_FINISH_INK),
+    # The student has learnt comic's stroke width; thickening again would fill the strokes.
+    "comic": Finish(
+        lifted(COMIC_PALETTE, COMIC_LIFT), median=3, lines=replace(COMIC_LINES, thicken=0), ink=COMIC_INK,
+        black_below=COMIC_BLACK,
+    ),
+}

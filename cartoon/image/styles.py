@@ -1,0 +1,276 @@
+"""Styles: named pairs of head and background generators, and the batched runner."""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from cartoon.image.background import PADDINGS
+from cartoon.constants import CROP_SIZE
+from cartoon.model.device import halve_on_out_of_memory, resolve_device
+from cartoon.errors import WeightsError
+from cartoon.image.finish import FINISHES, Finish, apply_batch
+from cartoon.model.registry import DEFAULT_PRECISION, DEFAULT_STYLES_DIR, REGISTRY_FILE, STYLE_PRECISIONS
+from cartoon.model.inference import InferenceMode, Precision, checked_bf16, choose_mode
+from cartoon.model.unet import MODES, UNetGenerator, config_from_weights, load_generator, to_uint8
+
+
+
+@dataclass(frozen=True)
+class Style:
+    """One entry of a style registry.
+
+    Attributes:
+        name: the id clients pass as ``style=``.
+        description: one line for ``GET /v1/styles``.
+        head: weights for aligned 288x288 head crops.
+        background: weights for the whole picture (may be the same file as ``head``).
+        width: the UNet width both files must have.
+        source: where the weights come from (a model id or "trained here").
+        licence: the weights' licence as their source states it.
+        mode: the generator mode both files must declare ("native" or "tf1").
+        background_padding: how the background is padded before the UNet
+            (``cartoon.image.background.PADDINGS``).
+        mask: a (288, 288) grayscale paste-back mask image; the feathered ellipse if None.
+        finish: the name of the hard last steps (``cartoon.image.finish.FINISHES``) run on the
+            generators' output, or None for the generators' output as it is.
+        precision: one of ``STYLE_PRECISIONS``, what the style asks to be served in
+            when the config's ``precision`` is "auto".
+    """
+
+    name: str
+    description: str
+    head: Path
+    background: Path
+    width: int
+    source: str = ""
+    licence: str = ""
+    mode: str = "native"
+    background_padding: str = "mirror4"
+    mask: Path | None = None
+    finish: str | None = None
+    precision: str = "auto"
+
+    def served_precision(self, configured: Precision = "auto") -> str:
+        """The precision the style is served in: the config's, unless it says "auto"."""
+        return self.precision if configured == "auto" else configured
+
+    def public(self, configured: Precision = "auto") -> dict:
+        """What ``GET /v1/styles`` shows; ``configured`` is the config's ``precision``."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "width": self.width,
+            "source": self.source,
+            "licence": self.licence,
+            "mode": self.mode,
+            "finish": self.finish,
+            "precision": self.served_precision(configured),
+        }
+
+
+def _style(directory: Path, entry: dict) -> Style:
+    compat = entry.get("compat", {})
+    mode = compat.get("mode", "native")
+    style = Style(
+        name=entry["name"],
+        description=entry.get("description", ""),
+        head=directory / entry["head"],
+        background=directory / entry["background"],
+        width=int(entry["width"]),
+        source=entry.get("source", ""),
+        licence=entry.get("licence", ""),
+        mode=mode,
+        background_padding=compat.get("background_padding", "mirror4"),
+        mask=directory / compat["mask"] if compat.get("mask") else None,
+        finish=entry.get("finish"),
+        precision=entry.get("precision", DEFAULT_PRECISION.get(mode, "auto")),
+    )
+    if style.precision not in STYLE_PRECISIONS:
+        raise ValueError(
+            f"style {style.name!r}: unknown precision {style.precision!r}; known: {', '.join(STYLE_PRECISIONS)}"
+        )
+    if style.finish is not None and style.finish not in FINISHES:
+        raise ValueError(f"style {style.name!r}: unknown finish {style.finish!r}; known: {', '.join(FINISHES)}")
+    if style.mode not in MODES:
+        raise ValueError(f"style {style.name!r}: unknown mode {style.mode!r}")
+    if style.background_padding not in PADDINGS:
+        raise ValueError(f"style {style.name!r}: unknown background_padding {style.background_padding!r}")
+    return style
+
+
+class StyleRegistry:
+    """The styles a service offers, read from ``registry.json`` in a weights directory."""
+
+    def __init__(self, styles: list[Style], default: str):
+        if not styles:
+            raise WeightsError("a style registry needs at least one style")
+        self.styles = {style.name: style for style in styles}
+        if default not in self.styles:
+            raise WeightsError(f"default style {default!r} is not among {sorted(self.styles)}")
+        self.default = default
+
+    @classmethod
+    def from_directory(cls, directory: str | Path = DEFAULT_STYLES_DIR) -> "StyleRegistry":
+        """Reads ``registry.json``.
+
+        Its form: {"default": name, "styles": [{name, description, head, background,
+        width, source, licence, finish, precision, compat: {mode, background_padding,
+        mask, ...}}]}; source, licence, finish, precision and compat are optional (a
+        style trained here).
+        """
+        path = Path(directory) / REGISTRY_FILE
+        try:
+            document = json.loads(path.read_text())
+            styles = [_style(Path(directory), entry) for entry in document["styles"]]
+            default = document.get("default", styles[0].name if styles else "")
+        except FileNotFoundError as exc:
+            raise WeightsError(f"style registry {path} does not exist") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WeightsError(f"style registry {path} is malformed: {exc!r}") from exc
+        return cls(styles, default)
+
+    @classmethod
+    def single_file(cls, path: str | Path, name: str = "custom") -> "StyleRegistry":
+        """A registry of one style whose head and background share one weights file."""
+        path = Path(path)
+        config = config_from_weights(path)
+        padding = "white16" if config.mode == "tf1" else "mirror4"
+        style = Style(name, f"weights from {path.name}", path, path, config.width, mode=config.mode,
+                      background_padding=padding, precision=DEFAULT_PRECISION[config.mode])
+        return cls([style], name)
+
+    def names(self) -> list[str]:
+        return sorted(self.styles)
+
+    def get(self, name: str | None) -> Style:
+        """The named style (the default when None); KeyError lists the valid names.
+
+        An empty name is not the default: it names no style (an API client that sends
+        ``style=`` gets the same 422 as for any unknown name).
+        """
+        name = self.default if name is None else name
+        if name not in self.styles:
+            raise KeyError(f"unknown style {name!r}; valid styles: {', '.join(self.names())}")
+        return self.styles[name]
+
+
+class Stylizer:
+    """Runs one style's generators on batches of uint8 pieces, on one device.
+
+    Precision and memory format come from ``cartoon.model.inference.choose_mode`` unless a
+    ``mode`` is given: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32. A batch
+    that runs out of CUDA memory is retried as two halves, once. A style's finish
+    (``cartoon.image.finish``) runs on the generators' output, on the CPU.
+    """
+
+    def __init__(
+        self,
+        head: UNetGenerator,
+        background: UNetGenerator,
+        device: str | torch.device = "auto",
+        mode: InferenceMode | None = None,
+        paste_mask: np.ndarray | None = None,
+        finish: Finish | None = None,
+    ):
+        self.paste_mask = paste_mask
+        self.finish = finish
+        self.device = resolve_device(str(device))
+        self.mode = mode or choose_mode(self.device)
+        self.dtype = self.mode.dtype
+        self.channels_last = self.mode.channels_last
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.models = {
+            kind: model.to(self.device, self.dtype, memory_format=memory_format).eval()
+            for kind, model in (("head", head), ("background", background))
+        }
+
+    @classmethod
+    def from_style(
+        cls, style: Style, device: str | torch.device = "auto", precision: Precision = "auto"
+    ) -> "Stylizer":
+        """Loads a registry entry's weights, checking both files against its width and mode.
+
+        ``precision`` is the config's; with "auto" the style's own ``precision`` decides.
+        """
+        generators = {}
+        for kind, path in (("head", style.head), ("background", style.background)):
+            generator = load_generator(path)
+            if generator.config.width != style.width:
+                raise WeightsError(
+                    f"weights file {path} has width {generator.config.width}, "
+                    f"style {style.name!r} declares {style.width}"
+                )
+            if generator.config.mode != style.mode:
+                raise WeightsError(
+                    f"weights file {path} is in mode {generator.config.mode!r}, "
+                    f"style {style.name!r} declares {style.mode!r}"
+                )
+            generators[kind] = generator
+        device = resolve_device(str(device))
+        served = style.served_precision(precision)
+        mode = choose_mode(device, served)
+        if served == "auto" and mode.precision == "bf16":
+            mode = checked_bf16(mode, list(generators.values()))
+        elif served != precision:
+            mode = replace(mode, reason=f"style {style.name!r} asks for {served}")
+        return cls(
+            generators["head"], generators["background"], device, mode,
+            paste_mask=load_mask(style), finish=FINISHES[style.finish] if style.finish else None,
+        )
+
+    def run(self, pieces: np.ndarray, kind: str, finished: Sequence[bool] | None = None) -> np.ndarray:
+        """Stylizes a batch: the generators, then the style's finish.
+
+        Args:
+            pieces: (B, H, W, 3) uint8, H and W multiples of 4.
+            kind: "head" or "background".
+            finished: per piece, whether it gets the finish here (None: all of them); a
+                video's frames ride in the same batches unfinished and are finished in
+                order afterwards (``cartoon.image.finish.TemporalFinish``).
+
+        Returns:
+            (B, H, W, 3) uint8.
+
+        Raises:
+            DeviceOutOfMemoryError: the batch and its halves did not fit in GPU memory.
+        """
+        output = self.generate(pieces, kind)
+        if finished is None:
+            return apply_batch(output, self.finish)
+        chosen = np.flatnonzero(np.asarray(finished, dtype=bool))
+        if len(chosen):
+            output[chosen] = apply_batch(output[chosen], self.finish)
+        return output
+
+    def generate(self, pieces: np.ndarray, kind: str) -> np.ndarray:
+        """The generators' output alone, without the finish: what precision changes.
+
+        Takes, returns and raises what ``run`` does.
+        """
+        return halve_on_out_of_memory(lambda part: self._forward(part, kind), pieces)
+
+    @torch.inference_mode()
+    def _forward(self, pieces: np.ndarray, kind: str) -> np.ndarray:
+        batch = torch.from_numpy(np.ascontiguousarray(pieces)).to(self.device)
+        # Scaled in fp32 before the cast: in bf16 the step 1/127.5 would not survive.
+        batch = batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).to(self.dtype)  # (B, 3, H, W)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        model = self.models[kind]
+        out = to_uint8(model(batch), model.config.mode)  # (B, 3, H, W)
+        return out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def load_mask(style: Style) -> np.ndarray | None:
+    """A style's (288, 288) uint8 paste-back mask, or None for the default ellipse."""
+    if style.mask is None:
+        return None
+    mask = cv2.imread(str(style.mask), cv2.IMREAD_GRAYSCALE)
+    if mask is None or mask.shape != (CROP_SIZE, CROP_SIZE):
+        raise WeightsError(f"style {style.name!r}: mask {style.mask} is not a {CROP_SIZE}x{CROP_SIZE} grayscale image")
+    return mask

@@ -1,0 +1,1 @@
+"""The models: the UNet generator, the DCT-Net import, device and precision choices."""

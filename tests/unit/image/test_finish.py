@@ -1,0 +1,140 @@
+"""The styles' finish: the teachers' palette lattice and ink rule, run on a student's picture."""
+
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from cartoon.image import finish
+from cartoon.image.background import shrink, split, stitch
+from cartoon.errors import WeightsError
+from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
+from tests import photos
+from tools.cartoon_metrics import line_coverage, main_edges, opencv_cartoon, palette_size
+from tools.teachers import teacher
+
+FINISHED = ("comic", "toon")
+
+
+def test_snap_reads_the_lattice_colour_each_pixel_converts_to():
+    rng = np.random.default_rng(0)
+    lab = np.stack([rng.uniform(0, 100, (64, 64)), rng.uniform(-90, 90, (64, 64)),
+                    rng.uniform(-90, 90, (64, 64))], axis=-1).astype(np.float32)
+    palette = finish.TOON_PALETTE
+    snapped = lab.copy()
+    snapped[..., 0] = np.clip((np.floor((lab[..., 0] - palette.offset) / palette.band) + 0.5) * palette.band
+                              + palette.offset + 4.0, 0, 100)
+    snapped[..., 1:] = np.round(lab[..., 1:] * 1.2 / palette.chroma_step) * palette.chroma_step
+    expected = np.round(np.clip(cv2.cvtColor(snapped, cv2.COLOR_LAB2RGB), 0, 1) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(finish.snap(lab, palette, lift=4.0, chroma_gain=1.2), expected)
+
+
+def test_byte_snap_agrees_with_the_float_snap_away_from_lattice_boundaries():
+    picture = shrink(photos.astronaut(), 256)
+    palette = finish.TOON_PALETTE
+    exact = finish.snap(finish.to_lab(picture), palette)
+    fast = finish.snap_bytes(cv2.cvtColor(picture, cv2.COLOR_RGB2LAB), palette)
+    # 8-bit CIELAB rounds a*, b* to whole units and L* to 100/255: only pixels within
+    # that rounding of a boundary (a few percent) may land on the neighbouring point.
+    assert (np.abs(exact.astype(np.int16) - fast).max(axis=2) > 0).mean() < 0.1
+
+
+# Each finish on its teacher's own lattice and with its teacher's ink: toon's finish snaps
+# to a coarser chroma grid without the black band, and inks black (cartoon/image/finish.py).
+TEACHERS_OWN = {
+    "toon": dataclasses.replace(finish.FINISHES["toon"], palette=finish.lifted(finish.TOON_PALETTE, finish.TOON_LIFT),
+                                ink=finish.TOON_INK),
+    "comic": finish.FINISHES["comic"],
+}
+
+
+@pytest.mark.parametrize("style", FINISHED)
+@pytest.mark.parametrize("photo", [photos.astronaut, photos.grace_hopper])
+def test_finishing_a_teachers_picture_leaves_it_almost_as_it_is(style, photo):
+    """On the teacher's own lattice, the finish snaps a teacher's colours onto themselves.
+
+    Measured (share of pixels moved by more than 2 CIELAB units): toon 0.20 and 0.14,
+    comic 0.12 and 0.04 (astronaut, Grace Hopper); what moves are near-blacks snapping
+    to black and line pixels the rule inks a pixel wider or narrower. Forgetting the
+    teacher's lift in the lattice moves the median pixel by 4-8 units and 0.38-0.78
+    of the pixels.
+    """
+    drawn = teacher(style)(shrink(photo(), 320))
+    finished = finish.apply(drawn, TEACHERS_OWN[style])
+    moved = np.linalg.norm(finish.to_lab(finished) - finish.to_lab(drawn), axis=2)
+    assert np.median(moved) < 1.0
+    assert (moved > 2.0).mean() < 0.3, f"{(moved > 2.0).mean():.3f} of the pixels moved"
+
+
+@pytest.mark.parametrize("style", FINISHED)
+def test_finishing_tiles_that_carry_the_halo_equals_finishing_the_whole(style):
+    picture = shrink(photos.astronaut(), 320)
+    pieces, plan = split(picture, tile=192, halo=32)
+    assert len(pieces) > 1
+    tiled = stitch(finish.apply_batch(pieces, finish.FINISHES[style]), plan)
+    np.testing.assert_array_equal(tiled, finish.apply(picture, finish.FINISHES[style]))
+
+
+def test_the_finish_flattens_the_default_student_to_a_third_of_the_photos_palette():
+    registry = StyleRegistry.from_directory()
+    stylizer = Stylizer.from_style(registry.get(None), "cpu")
+    assert stylizer.finish is finish.FINISHES[registry.default]
+    for rgb in (photos.astronaut(), photos.grace_hopper()):
+        picture = shrink(rgb, 384)
+        pieces, plan = split(picture)
+        network = stitch(stylizer.generate(pieces, "background"), plan)
+        served = stitch(stylizer.run(pieces, "background"), plan)
+        photo_palette = palette_size(picture)
+        # The bar of issue 10; the network alone keeps about the photo's palette.
+        assert palette_size(served) <= photo_palette / 3, (palette_size(served), photo_palette)
+        assert palette_size(network) > photo_palette / 2
+
+
+def test_the_default_students_outlines_cover_the_photos_main_edges_as_the_cartoon_filters_do():
+    """Issue 10's line bar on the background pass of both test portraits at full size.
+
+    Measured: astronaut 0.77 against the filter's 0.69, Grace Hopper 0.69 against 0.53.
+    Ink of grey level 20 instead of black covers 0.55 and 0.47: against mid-dark bands
+    a dark grey hardly stands out as a line.
+    """
+    stylizer = Stylizer.from_style(StyleRegistry.from_directory().get(None), "cpu")
+    for rgb in (photos.astronaut(), photos.grace_hopper()):
+        pieces, plan = split(rgb)
+        served = stitch(stylizer.run(pieces, "background"), plan)
+        edges = main_edges(rgb)
+        assert line_coverage(served, edges) >= line_coverage(opencv_cartoon(rgb), edges)
+
+
+def test_toon_fills_nothing_black_so_its_black_outlines_show_on_dark_cloth():
+    toon = finish.FINISHES["toon"]
+    near_black = np.full((32, 32, 3), 10, np.uint8)  # L* 3
+    assert (finish.apply(near_black, TEACHERS_OWN["toon"]) == 0).all()
+    assert abs(np.median(finish.to_lab(finish.apply(near_black, toon))[..., 0]) - 18.0) < 1.5
+    cloth = np.full((96, 96, 3), 30, np.uint8)  # L* 11
+    cloth[:, 46:49] = 5  # a fold, darker still
+    finished = finish.apply(cloth, toon)
+    assert abs(np.median(finish.to_lab(finished)[:, :30, 0]) - 18.0) < 1.5  # the darkest fill
+    assert (finished[:, 46:49] == 0).all()  # the ink
+
+
+def test_a_style_without_a_finish_serves_its_generators_output():
+    stylizer = Stylizer.from_style(StyleRegistry.from_directory().get("sketch"), "cpu")
+    assert stylizer.finish is None
+    pieces, _ = split(shrink(photos.astronaut(), 128))
+    np.testing.assert_array_equal(stylizer.run(pieces, "background"), stylizer.generate(pieces, "background"))
+
+
+def test_an_unknown_finish_is_refused_naming_the_known_ones(tmp_path):
+    document = json.loads((DEFAULT_STYLES_DIR / "registry.json").read_text())
+    document["styles"][0]["finish"] = "watercolour"
+    (tmp_path / "registry.json").write_text(json.dumps(document))
+    with pytest.raises(WeightsError, match="unknown finish 'watercolour'; known: toon, comic"):
+        StyleRegistry.from_directory(tmp_path)
+
+
+def test_finishes_are_frozen_and_listed_by_style():
+    assert sorted(finish.FINISHES) == list(FINISHED)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        finish.FINISHES["toon"].median = 3
