@@ -406,7 +406,7 @@ def encode(
 # Level 1 is several times faster than the default 6 for photos, about 10% larger;
 # run-length matching then costs no more time and makes a cartoon 13% smaller. One fixed
 # Paeth filter instead of libpng's per-row choice of all five: 1.6x faster on a 1024 px
-# cartoon for the same size (benchmarks/encode.py).
+# cartoon for the same size (docs/BENCHMARKS.md, measured in commit f850745).
 _PNG_PARAMS = [
     cv2.IMWRITE_PNG_COMPRESSION, 1,
     cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
