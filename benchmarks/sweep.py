@@ -17,7 +17,7 @@ offers 989 dense fp16 TFLOP/s; convolutions of 16-64 channels use a small share 
 taken as 10 %: 0.67 ms per Mpx, plus ~0.08 ms per Mpx of memory-bound work (activations,
 guided filter at 4.8 TB/s): 0.75 ms/Mpx. Fixed per forward: ~60 kernel launches, the
 host copies and a synchronisation, ~1 ms. Replace both with the GPU run's figures
-(docs/BENCHMARKS.md, "The GPU run") once measured.
+(docs/BENCHMARKS.md, "On a GPU") once measured.
 
 Variants: ``shipped`` is configs/gpu.yaml before issue 13 (four replicas at 0.25 GPU,
 autoscaling on ongoing requests, fixed 10 ms wait); ``tuned`` is configs/gpu.yaml now

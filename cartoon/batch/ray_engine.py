@@ -16,7 +16,7 @@ out one of two ways:
   photos from file to file (read, prepare, the UNet on their pieces, compose, write).
   On a CPU every stage runs on the same cores, so handing a job to another process buys
   no parallelism and costs a pickle and an object-store hop each way, and task workers
-  of their own that hold a face detector each (docs/BENCHMARKS.md: 1.3x the images/s
+  of their own that hold a face detector each (docs/FOLDERS.md: 1.3x the images/s
   of ``staged``, and of the HTTP mode, on 2 cores).
 
 Planning, naming, the report and the exit codes are ``cartoon.batch.files``' and ``cartoon.batch.command``'s. Each output is

@@ -1,7 +1,7 @@
 """How the UNet runs on a device: precision and memory format, chosen once at start-up.
 
 The one place that decides it, so the Stylizer, the logs and ``/readyz`` agree. Figures
-behind the choices are in docs/BENCHMARKS.md ("Fast CPU path").
+behind the choices are in docs/BENCHMARKS.md ("The UNet alone").
 """
 
 import copy
