@@ -57,14 +57,16 @@ class SoftBands:
     A hard band boundary crossing a slow gradient (a sky, a studio backdrop, bokeh) is a
     step of a whole band where the photo has no edge: islands and false outlines. Here
     each pixel's colour is blended towards its neighbouring band by a tanh of how far it
-    sits past the middle of its band, with a width chosen so that the blend is never
-    steeper across the picture than ``slope``: where the lightness changes slowly the
-    boundary becomes a wash a few px wide, where it changes fast (a real edge) the
-    boundary crosses within a pixel or two anyway and stays crisp; flat areas keep
-    their band's own colour.
+    sits past the middle of its band. Where the lightness changes slowly the tanh is
+    made just wide enough that the blend is never steeper across the picture than
+    ``slope``: the boundary becomes a wash a few px wide. Where it changes fast (texture,
+    a real edge, past ``edge_gradient``) the tanh narrows again and the boundary stays a
+    crisp step, so textured areas keep the few flat colours of the teacher's palette.
+    Flat areas keep their band's own colour.
     """
 
     slope: float = 1.2  # L* per px: the steepest a band boundary is drawn where the picture has no edge
+    edge_gradient: float = 1.5  # L* per px: past about this, boundaries narrow back to a step
     max_width: float = 0.3  # band units: the widest a boundary's tanh step gets
     min_width: float = 0.02  # band units: the narrowest (a boundary met at an edge)
     sigma: float = 1.5  # px: Gaussian before the gradient is read, so noise does not sharpen boundaries
@@ -239,20 +241,26 @@ def _sticky_cells(lab8: np.ndarray, coordinates: np.ndarray, palette: Palette, p
     return np.where(near, previous, cells)
 
 
-def _soft_render(cells: np.ndarray, band: np.ndarray, lightness: np.ndarray, palette: Palette,
+def _gradient(lightness: np.ndarray, soft: SoftBands) -> np.ndarray:
+    """(H, W) float32 L* per px of the lightly smoothed lightness."""
+    smoothed = cv2.GaussianBlur(lightness, (0, 0), soft.sigma)
+    return cv2.magnitude(cv2.Sobel(smoothed, cv2.CV_32F, 1, 0, ksize=3),
+                         cv2.Sobel(smoothed, cv2.CV_32F, 0, 1, ksize=3)) * 0.125  # Sobel's gain is 8
+
+
+def _soft_render(cells: np.ndarray, band: np.ndarray, gradient: np.ndarray, palette: Palette,
                  soft: SoftBands) -> np.ndarray:
     """(H, W, 3) uint8: each cell's colour blended towards the bands above and below it.
 
     Args:
         cells: (H, W, 3) int32 lattice indices.
         band: (H, W) float32 band coordinate of each colour (cell ``i`` spans [i - 0.5, i + 0.5)).
-        lightness: (H, W) float32 L* the gradient is read from.
+        gradient: (H, W) float32 L* per px (``_gradient``).
     """
-    smoothed = cv2.GaussianBlur(lightness, (0, 0), soft.sigma)
-    gradient = cv2.magnitude(cv2.Sobel(smoothed, cv2.CV_32F, 1, 0, ksize=3),
-                             cv2.Sobel(smoothed, cv2.CV_32F, 0, 1, ksize=3)) * 0.125  # L* per px
-    # The blend's steepest slope across the picture is gradient / (2 width) L* per px.
-    width = np.clip(gradient * (1.0 / (2.0 * soft.slope)), soft.min_width, soft.max_width)
+    # The blend's steepest slope across the picture is gradient / (2 width) L* per px;
+    # the Gaussian factor narrows it again where the gradient is an edge's.
+    narrowing = np.exp(-np.square(gradient * (1.0 / soft.edge_gradient)))
+    width = np.clip(gradient * (1.0 / (2.0 * soft.slope)) * narrowing, soft.min_width, soft.max_width)
     offset = band - cells[..., 0]
     width_inverse = 1.0 / width
     towards_above = 0.5 + 0.5 * np.tanh((offset - 0.5) * width_inverse)
@@ -382,7 +390,8 @@ def finish_frame(
     if finish.soft is None:
         drawn = _render(cells, finish.palette)
     else:
-        drawn = _soft_render(cells, coordinates[..., 0], lightness, finish.palette, finish.soft)
+        drawn = _soft_render(cells, coordinates[..., 0], _gradient(lightness, finish.soft), finish.palette,
+                             finish.soft)
     out = cv2.medianBlur(drawn, finish.median)
     lines = _line_mask(line_depth(lightness, finish.lines), finish.lines, previous and previous.lines, hysteresis.line)
     mask = _thicken(lines, finish.lines)
