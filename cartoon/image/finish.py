@@ -227,17 +227,13 @@ def snap_bytes(lab8: np.ndarray, palette: Palette) -> np.ndarray:
     return _render(_cells(lab8, palette), palette)
 
 
-def _sticky_cells(lab8: np.ndarray, coordinates: np.ndarray, palette: Palette, previous: np.ndarray | None,
-                  margin: float) -> np.ndarray:
+def _sticky_cells(lab8: np.ndarray, palette: Palette, previous: np.ndarray | None, margin: float) -> np.ndarray:
     """Lattice indices that keep the previous frame's cell while the colour stays within
-    ``margin`` (a fraction of a cell) past that cell's edge, axis by axis.
-
-    ``coordinates``: the colours' lattice coordinates (``_byte_coordinates``).
-    """
+    ``margin`` (a fraction of a cell) past that cell's edge, axis by axis."""
     cells = _cells(lab8, palette)
     if previous is None:
         return cells
-    near = np.abs(coordinates - previous) <= 0.5 + margin
+    near = np.abs(cv2.LUT(lab8, _byte_coordinates(palette)) - previous) <= 0.5 + margin
     return np.where(near, previous, cells)
 
 
@@ -384,14 +380,13 @@ def finish_frame(
     its choices.
     """
     lab8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
-    coordinates = cv2.LUT(lab8, _byte_coordinates(finish.palette))
-    cells = _sticky_cells(lab8, coordinates, finish.palette, previous and previous.cells, hysteresis.cell)
+    cells = _sticky_cells(lab8, finish.palette, previous and previous.cells, hysteresis.cell)
     lightness = lab8[..., 0].astype(np.float32) * (100.0 / 255.0)
     if finish.soft is None:
         drawn = _render(cells, finish.palette)
     else:
-        drawn = _soft_render(cells, coordinates[..., 0], _gradient(lightness, finish.soft), finish.palette,
-                             finish.soft)
+        band = cv2.LUT(lab8[..., 0], _byte_coordinates(finish.palette)[..., 0])
+        drawn = _soft_render(cells, band, _gradient(lightness, finish.soft), finish.palette, finish.soft)
     out = cv2.medianBlur(drawn, finish.median)
     lines = _line_mask(line_depth(lightness, finish.lines), finish.lines, previous and previous.lines, hysteresis.line)
     mask = _thicken(lines, finish.lines)
