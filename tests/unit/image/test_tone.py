@@ -55,14 +55,14 @@ def cartoon(pipeline: Pipeline, rgb: np.ndarray, style: str) -> np.ndarray:
 
 @pytest.mark.parametrize("style", ["toon", "comic"])
 def test_a_portrait_two_stops_darker_draws_nearly_the_same_cartoon(shipped, style):
-    """Issue 26's exposure F1 (Canny of L* matched within 2 px) on Grace Hopper.
+    """Issue 26's exposure F1 (Canny of L* matched within 2 px) on the astronaut.
 
-    Measured: toon 0.86 and comic 0.83 with the photo's tone normalised; 0.80 and 0.66
+    Measured: toon 0.99 and comic 0.96 with the photo's tone normalised; 0.73 and 0.68
     without (the darker copy's suit, hair and face sink into the lowest bands).
     """
-    rgb = photos.grace_hopper()
+    rgb = photos.astronaut()
     f1 = edge_f1(edges(cartoon(shipped, rgb, style)), edges(cartoon(shipped, darker(rgb), style)))
-    assert f1 >= 0.8, f1
+    assert f1 >= 0.9, f1
 
 
 def test_a_darker_copy_is_re_exposed_to_the_photos_own_tones():
@@ -92,13 +92,16 @@ def test_a_backlit_face_is_exposed_for_the_face():
     assert np.median(lightness(normalised)[ground]) < 97.0
 
 
-def test_dark_detail_stays_apart_in_a_dark_photo(shipped):
-    """Issue 26's dark structure on the darker Grace Hopper: the share of the photo's edges in its
-    darkest 30 % (Canny of CLAHE-equalised L*) that the cartoon keeps.
+# Measured on the darker astronaut: toon 0.86 and comic 0.54 with the tone normalised,
+# 0.46 and 0.17 without.
+DARK_STRUCTURE = {"toon": 0.7, "comic": 0.45}
 
-    Measured with toon: 0.62 with the tone normalised and soft bands; 0.33 without.
-    """
-    rgb = darker(photos.grace_hopper())
+
+@pytest.mark.parametrize("style", DARK_STRUCTURE)
+def test_dark_detail_stays_apart_in_a_dark_photo(shipped, style):
+    """Issue 26's dark structure on the darker astronaut: the share of the photo's edges in
+    its darkest 30 % (Canny of CLAHE-equalised L*) that the cartoon keeps within 2 px."""
+    rgb = darker(photos.astronaut())
     clahe = cv2.createCLAHE(2.0, (8, 8))
 
     def equalised_edges(picture: np.ndarray) -> np.ndarray:
@@ -107,8 +110,8 @@ def test_dark_detail_stays_apart_in_a_dark_photo(shipped):
 
     l_photo = lightness(rgb)
     wanted = equalised_edges(rgb) & (l_photo <= np.quantile(l_photo, 0.3))
-    drawn = cv2.dilate(equalised_edges(cartoon(shipped, rgb, "toon")).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    assert drawn[wanted].mean() >= 0.55, drawn[wanted].mean()
+    drawn = cv2.dilate(equalised_edges(cartoon(shipped, rgb, style)).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert drawn[wanted].mean() >= DARK_STRUCTURE[style], drawn[wanted].mean()
 
 
 def test_a_style_without_tone_gets_the_photo_as_it_is(shipped):
