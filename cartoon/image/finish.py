@@ -50,6 +50,29 @@ class LineParams:
 
 
 @dataclass(frozen=True)
+class SoftBands:
+    """Lightness bands with soft boundaries (Winnemoller et al. 2006, "Real-time video
+    abstraction": a tanh step whose sharpness follows the local gradient).
+
+    A hard band boundary crossing a slow gradient (a sky, a studio backdrop, bokeh) is a
+    step of a whole band where the photo has no edge: islands and false outlines. Here
+    each pixel's colour is blended towards its neighbouring band by a tanh of how far it
+    sits past the middle of its band. Where the lightness changes slowly the tanh is
+    made just wide enough that the blend is never steeper across the picture than
+    ``slope``: the boundary becomes a wash a few px wide. Where it changes fast (texture,
+    a real edge, past ``edge_gradient``) the tanh narrows again and the boundary stays a
+    crisp step, so textured areas keep the few flat colours of the teacher's palette.
+    Flat areas keep their band's own colour.
+    """
+
+    slope: float = 1.2  # L* per px: the steepest a band boundary is drawn where the picture has no edge
+    edge_gradient: float = 1.5  # L* per px: past about this, boundaries narrow back to a step
+    max_width: float = 0.3  # band units: the widest a boundary's tanh step gets
+    min_width: float = 0.02  # band units: the narrowest (a boundary met at an edge)
+    sigma: float = 1.5  # px: Gaussian before the gradient is read, so noise does not sharpen boundaries
+
+
+@dataclass(frozen=True)
 class Finish:
     """A style's finish, as ``registry.json`` names it (``FINISHES``).
 
@@ -63,6 +86,7 @@ class Finish:
             shade of the colour under the line (colour x scale + add), as on inked cels.
         black_below: L* under which an area is filled with ink (comic's spotted
             blacks), or None.
+        soft: soft band boundaries (``SoftBands``), or None for hard ones (the teachers').
     """
 
     palette: Palette
@@ -70,6 +94,7 @@ class Finish:
     lines: LineParams
     ink: Ink
     black_below: float | None = None
+    soft: SoftBands | None = None
 
 
 def to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -98,15 +123,20 @@ def _lattice(palette: Palette, lift: float, chroma_gain: float) -> tuple[np.ndar
     return table, first_band, -steps
 
 
+def _lowest_band(palette: Palette) -> int:
+    """The index of the darkest band the lattice fills with (above ``min_lightness``)."""
+    if palette.min_lightness is None:
+        return 0
+    first_band = _lattice(palette, 0.0, 1.0)[1]
+    return max(0, int(np.ceil((palette.min_lightness - palette.offset) / palette.band - 0.5)) - first_band)
+
+
 def _lattice_indices(lab: np.ndarray, palette: Palette, chroma_gain: float) -> tuple[np.ndarray, ...]:
     """Each colour's (band, a step, b step) indices into ``_lattice``'s table."""
     table, first_band, first_step = _lattice(palette, 0.0, chroma_gain)
     band = np.floor((lab[..., 0] - palette.offset) / palette.band).astype(np.int32) - first_band
     chroma = np.rint(lab[..., 1:] * (chroma_gain / palette.chroma_step)).astype(np.int32) - first_step
-    lowest = 0
-    if palette.min_lightness is not None:
-        lowest = max(0, int(np.ceil((palette.min_lightness - palette.offset) / palette.band - 0.5)) - first_band)
-    np.clip(band, lowest, table.shape[0] - 1, out=band)
+    np.clip(band, _lowest_band(palette), table.shape[0] - 1, out=band)
     np.clip(chroma, 0, table.shape[1] - 1, out=chroma)
     return band, chroma[..., 0], chroma[..., 1]
 
@@ -205,6 +235,40 @@ def _sticky_cells(lab8: np.ndarray, palette: Palette, previous: np.ndarray | Non
         return cells
     near = np.abs(cv2.LUT(lab8, _byte_coordinates(palette)) - previous) <= 0.5 + margin
     return np.where(near, previous, cells)
+
+
+def _gradient(lightness: np.ndarray, soft: SoftBands) -> np.ndarray:
+    """(H, W) float32 L* per px of the lightly smoothed lightness."""
+    smoothed = cv2.GaussianBlur(lightness, (0, 0), soft.sigma)
+    return cv2.magnitude(cv2.Sobel(smoothed, cv2.CV_32F, 1, 0, ksize=3),
+                         cv2.Sobel(smoothed, cv2.CV_32F, 0, 1, ksize=3)) * 0.125  # Sobel's gain is 8
+
+
+def _soft_render(cells: np.ndarray, band: np.ndarray, gradient: np.ndarray, palette: Palette,
+                 soft: SoftBands) -> np.ndarray:
+    """(H, W, 3) uint8: each cell's colour blended towards the bands above and below it.
+
+    Args:
+        cells: (H, W, 3) int32 lattice indices.
+        band: (H, W) float32 band coordinate of each colour (cell ``i`` spans [i - 0.5, i + 0.5)).
+        gradient: (H, W) float32 L* per px (``_gradient``).
+    """
+    # The blend's steepest slope across the picture is gradient / (2 width) L* per px;
+    # the Gaussian factor narrows it again where the gradient is an edge's.
+    narrowing = np.exp(-np.square(gradient * (1.0 / soft.edge_gradient)))
+    width = np.clip(gradient * (1.0 / (2.0 * soft.slope)) * narrowing, soft.min_width, soft.max_width)
+    offset = band - cells[..., 0]
+    width_inverse = 1.0 / width
+    towards_above = 0.5 + 0.5 * np.tanh((offset - 0.5) * width_inverse)
+    towards_below = 0.5 + 0.5 * np.tanh((-offset - 0.5) * width_inverse)
+    lowest, highest = _lowest_band(palette), _rendered_lattice(palette).shape[0] - 1
+    own = _render(cells, palette).astype(np.float32)
+    out = own.copy()
+    for weight, step in ((towards_above, 1), (towards_below, -1)):
+        neighbour = cells.copy()
+        neighbour[..., 0] = np.clip(cells[..., 0] + step, lowest, highest)
+        out += weight[..., None] * (_render(neighbour, palette).astype(np.float32) - own)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def line_depth(lightness: np.ndarray, params: LineParams) -> np.ndarray:
@@ -317,8 +381,13 @@ def finish_frame(
     """
     lab8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
     cells = _sticky_cells(lab8, finish.palette, previous and previous.cells, hysteresis.cell)
-    out = cv2.medianBlur(_render(cells, finish.palette), finish.median)
     lightness = lab8[..., 0].astype(np.float32) * (100.0 / 255.0)
+    if finish.soft is None:
+        drawn = _render(cells, finish.palette)
+    else:
+        band = cv2.LUT(lab8[..., 0], _byte_coordinates(finish.palette)[..., 0])
+        drawn = _soft_render(cells, band, _gradient(lightness, finish.soft), finish.palette, finish.soft)
+    out = cv2.medianBlur(drawn, finish.median)
     lines = _line_mask(line_depth(lightness, finish.lines), finish.lines, previous and previous.lines, hysteresis.line)
     mask = _thicken(lines, finish.lines)
     blacks = None
@@ -406,10 +475,11 @@ def lifted(palette: Palette, lift: float) -> Palette:
 
 
 FINISHES: dict[str, Finish] = {
-    "toon": Finish(lifted(TOON_FINISH_PALETTE, TOON_LIFT), median=3, lines=TOON_FINISH_LINES, ink=TOON_FINISH_INK),
+    "toon": Finish(lifted(TOON_FINISH_PALETTE, TOON_LIFT), median=3, lines=TOON_FINISH_LINES, ink=TOON_FINISH_INK,
+                   soft=SoftBands()),
     # The student has learnt comic's stroke width; thickening again would fill the strokes.
     "comic": Finish(
         lifted(COMIC_PALETTE, COMIC_LIFT), median=3, lines=replace(COMIC_LINES, thicken=0), ink=COMIC_INK,
-        black_below=COMIC_BLACK,
+        black_below=COMIC_BLACK, soft=SoftBands(),
     ),
 }

@@ -20,6 +20,7 @@ from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
 from cartoon.errors import TooManyPiecesError
 from cartoon.image.faces import DetectorConfig, Face, FaceDetector
 from cartoon.image.styles import StyleRegistry, Stylizer
+from cartoon.image.tone import ToneParams, apply_tone, apply_tone_to_crop, tone_map
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class Options:
     format: str = "png"  # png | jpeg | webp
     quality: int = 90  # JPEG and WebP quality, 1..100
     max_side: int | None = None  # cap on the output's long side; None = input size
+    # The photo's global exposure gain (log2) for styles that re-expose it
+    # (cartoon.image.tone), fixed by the caller (a video holds it per shot); None: measured.
+    exposure: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class PipelineSettings:
     max_pieces: int = 64  # background pieces per image; refused (422) above
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     precision: str = "auto"  # cartoon.model.inference.choose_mode: fp32 is the reference
+    tone: ToneParams = field(default_factory=ToneParams)  # for styles whose tone is "photo"
 
 
 @dataclass(frozen=True)
@@ -221,15 +226,23 @@ class Preparer:
             with timed(timings, "detect"):
                 faces = self.detector.detect(rgb)
         scale_x, scale_y = width / rgb.shape[1], height / rgb.shape[0]
+        tone = None
+        if self.registry is not None and self.registry.get(options.style).tone == "photo":
+            with timed(timings, "tone"):
+                tone = tone_map(rgb, [face.box for face in faces], self.settings.tone, options.exposure)
         with timed(timings, "align"):
             matrices = np.array(
                 [similarity_transform(face.points, self.reference) for face in faces]
             ).reshape(-1, 2, 3)
-            heads = np.array([warp_crop(rgb, matrix) for matrix in matrices], dtype=np.uint8)
-            heads = heads.reshape(-1, CROP_SIZE, CROP_SIZE, 3)
+            heads = [warp_crop(rgb, matrix) for matrix in matrices]
+            if tone is not None:
+                heads = [apply_tone_to_crop(head, tone, matrix) for head, matrix in zip(heads, matrices)]
+            heads = np.array(heads, dtype=np.uint8).reshape(-1, CROP_SIZE, CROP_SIZE, 3)
         with timed(timings, "background"):
             padding = self.registry.get(options.style).background_padding if self.registry else "mirror4"
             background = shrink(rgb, self.settings.process_side, self.settings.background_pixels, padding)
+            if tone is not None:
+                background = apply_tone(background, tone)
             pieces, plan = split(background, self.settings.tile, self.settings.halo, padding)
             if len(pieces) > self.settings.max_pieces:
                 raise TooManyPiecesError(

@@ -15,6 +15,7 @@ from cartoon.model.device import halve_on_out_of_memory, resolve_device
 from cartoon.errors import WeightsError
 from cartoon.image.finish import FINISHES, Finish, apply_batch
 from cartoon.model.registry import DEFAULT_PRECISION, DEFAULT_STYLES_DIR, REGISTRY_FILE, STYLE_PRECISIONS
+from cartoon.image.tone import TONES
 from cartoon.model.inference import InferenceMode, Precision, checked_bf16, choose_mode
 from cartoon.model.unet import MODES, UNetGenerator, config_from_weights, load_generator, to_uint8
 
@@ -40,6 +41,9 @@ class Style:
             generators' output, or None for the generators' output as it is.
         precision: one of ``STYLE_PRECISIONS``, what the style asks to be served in
             when the config's ``precision`` is "auto".
+        tone: "photo" to re-expose the photo from itself before the generators
+            (``cartoon.image.tone``), or None to give them the photo as it is (an
+            imported style whose output must stay exact).
     """
 
     name: str
@@ -54,6 +58,7 @@ class Style:
     mask: Path | None = None
     finish: str | None = None
     precision: str = "auto"
+    tone: str | None = None
 
     def served_precision(self, configured: Precision = "auto") -> str:
         """The precision the style is served in: the config's, unless it says "auto"."""
@@ -89,6 +94,7 @@ def _style(directory: Path, entry: dict) -> Style:
         mask=directory / compat["mask"] if compat.get("mask") else None,
         finish=entry.get("finish"),
         precision=entry.get("precision", DEFAULT_PRECISION.get(mode, "auto")),
+        tone=entry.get("tone"),
     )
     if style.precision not in STYLE_PRECISIONS:
         raise ValueError(
@@ -96,6 +102,8 @@ def _style(directory: Path, entry: dict) -> Style:
         )
     if style.finish is not None and style.finish not in FINISHES:
         raise ValueError(f"style {style.name!r}: unknown finish {style.finish!r}; known: {', '.join(FINISHES)}")
+    if style.tone not in TONES:
+        raise ValueError(f"style {style.name!r}: unknown tone {style.tone!r}; known: photo, or none")
     if style.mode not in MODES:
         raise ValueError(f"style {style.name!r}: unknown mode {style.mode!r}")
     if style.background_padding not in PADDINGS:

@@ -27,6 +27,7 @@ from cartoon.image.faces import Face, FaceDetector
 from cartoon.image.finish import Finish, Hysteresis, TemporalFinish
 from cartoon.image.flow import optical_flow
 from cartoon.image.pipeline import Composer, Job, Options, Pipeline, stylize_job
+from cartoon.image.tone import ExposureSmoother, ToneParams
 from cartoon.video.tracking import FaceTracker, TrackerSettings
 
 
@@ -36,6 +37,9 @@ class ClipSettings:
 
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     hysteresis: Hysteresis = field(default_factory=Hysteresis)
+    # The exposure of styles that re-expose the photo (cartoon.image.tone), held per shot:
+    # the same parameters as the pipeline's (PipelineSettings.tone).
+    tone: ToneParams = field(default_factory=ToneParams)
     frames_in_flight: int = 8  # frames between decoding and encoding at once
     max_output_pixels: int = 24_000_000  # as the still pipeline's: the frame is shrunk to fit
 
@@ -133,6 +137,7 @@ async def cartoonize_clip(
     height, width = frame_size(info, options.max_side, settings.max_output_pixels)
     frame_options = replace(options, max_side=None)
     tracker = FaceTracker(detector, settings.tracker)
+    exposure = ExposureSmoother(settings.tone)
     temporal = TemporalFinish(finish, settings.hysteresis) if finish else None
     # One thread per ordered step: each keeps its own state and order; the GIL is
     # released by FFmpeg, OpenCV and dlib, so they overlap with each other and the UNet.
@@ -175,7 +180,9 @@ async def cartoonize_clip(
         while (frame := await on("decode", next, decoded, None)) is not None:
             rgb = resize_to(frame.rgb, height, width)
             tracked, cut = await on("track", tracker.update, rgb, frame.time_s)
-            job = started(stages.stylize(rgb, [t.face for t in tracked], frame_options))
+            faces = [t.face for t in tracked]
+            held = await on("track", exposure.update, rgb, [face.box for face in faces], cut)
+            job = started(stages.stylize(rgb, faces, replace(frame_options, exposure=held)))
             await stylized.put((frame.pts, [t.track_id for t in tracked], cut, rgb, job))
         await stylized.put(None)
 

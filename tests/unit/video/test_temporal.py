@@ -71,15 +71,24 @@ def test_the_still_finish_is_the_video_finish_of_a_first_frame(astronaut):
     np.testing.assert_array_equal(out, finish.apply(astronaut, toon))
 
 
+FLIP_LEVELS = 6  # a pixel changed by more than this (any channel) has visibly flipped
+
+
 @pytest.mark.parametrize("style", ["toon", "comic"])
 def test_hysteresis_holds_choices_against_small_changes(astronaut, style):
     chosen = finish.FINISHES[style]
     rng = np.random.default_rng(1)
     noisy = np.clip(astronaut.astype(int) + rng.integers(-3, 4, astronaut.shape), 0, 255).astype(np.uint8)
     first, state = finish.finish_frame(astronaut, chosen)
-    still_flips = np.mean(np.any(finish.apply(noisy, chosen) != first, axis=-1))
+
+    def flipped(picture: np.ndarray) -> float:
+        # Soft band boundaries (issue 26) follow the noise by a level or two where they
+        # wash; a flip is a visible change, a band or chroma step is tens of levels.
+        return np.mean(np.abs(picture.astype(int) - first).max(axis=-1) > FLIP_LEVELS)
+
     held, _ = finish.finish_frame(noisy, chosen, state)
-    assert np.mean(np.any(held != first, axis=-1)) < 0.5 * still_flips
+    # Measured on the 512 px astronaut: toon 0.016 held against 0.073 still, comic 0.013 against 0.034.
+    assert flipped(held) < 0.5 * flipped(finish.apply(noisy, chosen))
 
 
 def test_a_colour_keeps_its_cell_only_within_the_margin_and_never_strays_further(astronaut):
