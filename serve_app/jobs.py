@@ -35,7 +35,7 @@ from cartoon.video.tracking import TrackerSettings
 from deployments.settings import AppArgs
 from serve_app import multipart
 from serve_app.errors import ERROR_SCHEMA, ApiError, replica_lost, to_api_error
-from serve_app.job_store import CANCELLED_ERROR, JobStore
+from serve_app.job_store import CANCELLED_ERROR, Heartbeats, JobGone, JobStore, canonical_id
 
 _logger = logging.getLogger("ray.serve")
 
@@ -108,24 +108,18 @@ class JobRunner:
         self.handles = (aligner, cartoonizer, postprocessor)
         self.slots = asyncio.Semaphore(args.video_jobs_per_replica)
         self.running: dict[str, asyncio.Task] = {}
-        self._heartbeat = asyncio.ensure_future(self._beat())
-
-    async def _beat(self) -> None:
-        """Keeps this replica's jobs from looking lost while they wait or run.
-
-        On the event loop, as every other write of a job's state here: a write from a
-        thread could read a job's state just before its runner wrote "done" and then
-        write "running" back over it.
-        """
-        while True:
-            await asyncio.sleep(self.args.job_lost_after_s / 4)
-            for job_id in list(self.running):
-                self.store.update(job_id)
+        self.heartbeats = Heartbeats(self.store, args.job_lost_after_s / 4)
 
     def submit(self, job_id: str, options: Options, output_format: str, info: media.VideoInfo) -> None:
         task = asyncio.ensure_future(self._run(job_id, options, output_format, info))
         self.running[job_id] = task
-        task.add_done_callback(lambda _: self.running.pop(job_id, None))
+        self.heartbeats.start(job_id)
+
+        def ended(_: asyncio.Task) -> None:
+            self.running.pop(job_id, None)
+            self.heartbeats.stop(job_id)
+
+        task.add_done_callback(ended)
 
     async def _run(self, job_id: str, options: Options, output_format: str, info: media.VideoInfo) -> None:
         store = self.store
@@ -246,6 +240,19 @@ def _not_found(job_id: str) -> ApiError:
     return ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or deleted after its retention time)")
 
 
+async def _existing(store: JobStore, job_id: str) -> tuple[str, dict]:
+    """The job's canonical id and state, whichever spelling of its UUID the client sent.
+
+    Raises:
+        ApiError: 404 for an id that is no UUID or no job.
+    """
+    canonical = canonical_id(job_id)
+    state = None if canonical is None else await asyncio.to_thread(store.read, canonical)
+    if state is None:
+        raise _not_found(job_id)
+    return canonical, state
+
+
 async def _save_body(request: Request, path, limit: int) -> None:
     """Streams the body to ``path``; the multipart field ``video`` when it is multipart."""
     multipart.check_declared_length(request, limit)
@@ -333,9 +340,7 @@ async def submit_job(request: Request, query: JobQuery = Depends()) -> JSONRespo
                                     **_errors((404, "no such job (job_not_found)"))})
 async def get_job(job_id: str = JOB_ID) -> JSONResponse:
     """The job's state and progress (frames done and total, frames per second, seconds left)."""
-    state = await asyncio.to_thread(runner().store.read, job_id)
-    if state is None:
-        raise _not_found(job_id)
+    _, state = await _existing(runner().store, job_id)
     return _job_response(state)
 
 
@@ -349,9 +354,7 @@ async def get_job(job_id: str = JOB_ID) -> JSONResponse:
 async def get_result(job_id: str = JOB_ID) -> FileResponse:
     """The cartoonized video, once the job is done."""
     store = runner().store
-    state = await asyncio.to_thread(store.read, job_id)
-    if state is None:
-        raise _not_found(job_id)
+    job_id, state = await _existing(store, job_id)
     if state["state"] != "done":
         raise ApiError(409, "job_not_done", f"the job is {state['state']}; its result comes when it is done")
     return FileResponse(store.output_path(job_id, state["format"]), media_type=state["media_type"],
@@ -363,10 +366,11 @@ async def get_result(job_id: str = JOB_ID) -> FileResponse:
 async def cancel_job(job_id: str = JOB_ID) -> JSONResponse:
     """Cancels a queued or running job (its state becomes cancelled); a finished job is left as it is."""
     store = runner().store
-    state = await asyncio.to_thread(store.read, job_id)
-    if state is None:
-        raise _not_found(job_id)
+    job_id, state = await _existing(store, job_id)
     if state["state"] in ("queued", "running"):
-        await asyncio.to_thread(store.cancel, job_id)
-        state = await asyncio.to_thread(store.read, job_id)
+        try:
+            await asyncio.to_thread(store.cancel, job_id)
+        except JobGone as exc:  # deleted between the read and the cancel
+            raise _not_found(job_id) from exc
+        _, state = await _existing(store, job_id)
     return _job_response(state)
