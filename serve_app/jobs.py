@@ -25,7 +25,7 @@ from cartoon.image.styles import StyleRegistry
 from cartoon.video import media
 from deployments.job_store import JobGone, JobStore, canonical_id
 from deployments.settings import AppArgs
-from serve_app import multipart
+from serve_app import access, multipart
 from serve_app.errors import ERROR_SCHEMA, ApiError, to_api_error
 from serve_app.job_admission import JobAdmission, client_of, storage_full
 from serve_app.job_dispatch import Dispatcher
@@ -91,6 +91,9 @@ class JobService:
         self.registry = registry
         self.store = JobStore(args.jobs_dir, args.job_lost_after_s)
         self.admission = JobAdmission(args)
+        # A key tells clients apart only when the service checks it; else anyone could
+        # send a new made-up key with each job and escape the per-client cap.
+        self.keyed = access.resolve_api_key(args) is not None
         self.dispatcher = Dispatcher(self.store, runners, args)
         self._sweeping = asyncio.ensure_future(self.dispatcher.sweep_forever())
 
@@ -219,7 +222,8 @@ async def submit_job(request: Request, query: JobQuery = Depends()) -> JSONRespo
         style = jobs.registry.get(query.options.style).name
     except KeyError as exc:
         raise ApiError(422, "unknown_style", exc.args[0]) from exc
-    client = client_of(request.headers.get("authorization"), request.client.host if request.client else None)
+    client = client_of(request.headers.get("authorization") if jobs.keyed else None,
+                       request.client.host if request.client else None)
     jobs.admission.check(await asyncio.to_thread(lambda: list(store.jobs())), client)
     room = jobs.admission.room_bytes(await asyncio.to_thread(store.usage_bytes), _declared_length(request))
     options = dataclasses.asdict(dataclasses.replace(query.options, style=style))
