@@ -11,7 +11,7 @@ several at once, so the Cartoonizer batches their pieces with everyone else's.
 State and files live in ``jobs_dir`` (``deployments.job_store``), which every node sees.
 A runner told to stop (a downscale, a redeploy) finishes its jobs within its graceful
 shutdown time; one killed before gives its jobs back: the Ingress that sent them sends
-them again (``serve_app.jobs``).
+them again (``serve_app.job_dispatch``).
 """
 
 import asyncio
@@ -19,6 +19,7 @@ import logging
 import time
 
 import numpy as np
+import ray
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -152,7 +153,8 @@ class VideoJobRunner:
                 last_write = time.monotonic()
 
         try:
-            await asyncio.to_thread(self._update, job_id, attempt, state="running", started_at=time.time())
+            await asyncio.to_thread(self._update, job_id, attempt, state="running", started_at=time.time(),
+                                    run_on=ray.get_runtime_context().get_node_id())
             limits = media.VideoLimits(self.args.max_video_seconds, self.args.max_video_pixels)
             info = await asyncio.to_thread(media.probe, store.input_path(job_id), limits)
             options = Options(**state["options"])

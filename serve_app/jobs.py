@@ -13,6 +13,7 @@ import dataclasses
 import shutil
 from typing import Literal
 
+import ray
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from ray import serve
@@ -228,7 +229,8 @@ async def submit_job(request: Request, query: JobQuery = Depends()) -> JSONRespo
     room = jobs.admission.room_bytes(await asyncio.to_thread(store.usage_bytes), _declared_length(request))
     options = dataclasses.asdict(dataclasses.replace(query.options, style=style))
     job_id = store.create({"format": query.format, "media_type": media.OUTPUT_FORMATS[query.format][3],
-                           "style": style, "options": options, "client": client})
+                           "style": style, "options": options, "client": client,
+                           "taken_on": ray.get_runtime_context().get_node_id()})
     # Held from here while the upload arrives: a slow upload must not look like a lost job.
     jobs.dispatcher.hold(job_id)
     try:
