@@ -49,7 +49,8 @@ HEAD_SYSTEM_CONFIG = {
 
 @contextmanager
 def serve_cluster(temp_dir: Path, head_cpus: float, include_dashboard: bool = False,
-                  head_resources: dict[str, float] | None = None) -> Iterator[Cluster]:
+                  head_resources: dict[str, float] | None = None,
+                  serve_env: dict[str, str] | None = None) -> Iterator[Cluster]:
     """A connected Ray cluster with a CPU-only head; shut down, Serve included, on exit.
 
     Args:
@@ -58,12 +59,13 @@ def serve_cluster(temp_dir: Path, head_cpus: float, include_dashboard: bool = Fa
         head_cpus: logical CPUs of the head node; it holds no GPU.
         include_dashboard: start the dashboard, which ``ray.util.state`` queries.
         head_resources: custom resources of the head, to pin replicas there.
+        serve_env: more of Serve's environment variables, beyond ``SERVE_ENV``.
 
     Yields:
         The cluster; add worker nodes with ``cluster.add_node(num_cpus=..., num_gpus=...)``.
     """
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in SERVE_ENV.items():
+        for name, value in {**SERVE_ENV, **(serve_env or {})}.items():
             patch.setenv(name, value)
         cluster = Cluster()
         try:

@@ -20,13 +20,17 @@ from tests.cluster.conftest import gpu_node_config, running, serve_cluster, wait
 CLIP_FRAMES = 12
 MIN_JOBS, MAX_JOBS = 4, 10
 JOB_TIMEOUT_S = 900.0
+# Simulated nodes share 127.0.0.1, so only the head runs a proxy, and a proxy sends
+# every request to an Ingress on its own node when it has one. On a real cluster a load
+# balancer spreads clients over every node's proxy; here the head's proxy spreads them.
+SPREAD = {"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
 
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
     ray_dir = tmp_path_factory.mktemp("ray")
     jobs_dir = tmp_path_factory.mktemp("jobs")
-    with serve_cluster(ray_dir, head_cpus=3, head_resources={"head": 10}) as cluster:
+    with serve_cluster(ray_dir, head_cpus=3, head_resources={"head": 10}, serve_env=SPREAD) as cluster:
         worker = cluster.add_node(num_cpus=2)
         port = free_port()
         on_head = {"num_cpus": 0.5, "resources": {"head": 1}}
