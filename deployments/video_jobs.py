@@ -112,6 +112,8 @@ class VideoJobRunner:
         if state["state"] == "cancelled":
             await asyncio.to_thread(self._finish, job_id, attempt, state="cancelled", error=CANCELLED_ERROR)
             return "cancelled"
+        if state["state"] != "queued":  # this attempt already ran: it is never run twice
+            return state["state"]
         self.heartbeats.start(job_id)
         try:
             return await self._run(job_id, attempt, state)

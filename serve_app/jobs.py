@@ -96,6 +96,7 @@ class JobService:
         # send a new made-up key with each job and escape the per-client cap.
         self.keyed = access.resolve_api_key(args) is not None
         self.dispatcher = Dispatcher(self.store, runners, args)
+        # Held, so the timer's task is not garbage-collected while it sleeps.
         self._sweeping = asyncio.ensure_future(self.dispatcher.sweep_forever())
 
 
