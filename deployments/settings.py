@@ -99,22 +99,40 @@ class AppArgs(BaseModel):
     )
     jobs_dir: str = Field(
         str(Path(tempfile.gettempdir()) / "cartoon-jobs"),
-        description="video jobs' state, uploads and results; shared by the Ingress replicas (a shared volume on a cluster)",
+        description="video jobs' state, uploads and results; every Ingress and VideoJobRunner replica must see "
+                    "the same folder (a shared volume mounted on every node of a cluster)",
     )
     max_video_bytes: int = Field(200 * 1024 * 1024, ge=1, description="video upload limit (413 above)")
     max_video_seconds: float = Field(600.0, gt=0, description="longest video taken (413 video_too_long above)")
     max_video_pixels: int = Field(
         1920 * 1080, ge=1, description="largest video frame, width x height (413 too_many_pixels above)"
     )
-    video_jobs_per_replica: int = Field(1, ge=1, description="video jobs each Ingress replica runs at once; the rest queue")
+    video_jobs_per_replica: int = Field(
+        1, ge=1, description="video jobs each VideoJobRunner replica runs at once; the rest wait, queued"
+    )
     video_frames_in_flight: int = Field(
         8, ge=1, description="frames of one job between decoding and encoding at once (sent through the graph together)"
     )
     video_detect_every: int = Field(5, ge=1, description="frames between face detections in a video (tracked in between)")
     job_lost_after_s: float = Field(
-        30.0, gt=0, description="a queued or running job whose replica has not written for this long is reported lost"
+        30.0, gt=0, description="a queued or running job whose holder has not said a word for this long is sent again"
     )
-    job_retention_s: float = Field(86400.0, gt=0, description="finished jobs and their files are deleted after this")
+    job_max_attempts: int = Field(
+        3, ge=1, description="times a job is sent to a runner; when the last runner dies too, the job is lost"
+    )
+    job_retention_s: float = Field(
+        86400.0, gt=0, description="finished jobs and their files are deleted this long after they finished"
+    )
+    max_queued_jobs: int = Field(32, ge=1, description="video jobs waiting for a runner, all clients together (503 above)")
+    max_jobs_per_client: int = Field(
+        2, ge=1, description="queued and running video jobs of one client (API key, else address; 429 above)"
+    )
+    max_jobs_bytes: int = Field(
+        8 * 1024**3, ge=1, description="bytes of every job's files together in jobs_dir (507 for an upload beyond)"
+    )
+    job_shutdown_s: float = Field(
+        600.0, gt=0, description="a VideoJobRunner told to stop finishes its jobs this long, then hands them back"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "AppArgs":

@@ -1,7 +1,7 @@
 """Where an HTTP error is chosen: every failure maps to a status and a JSON body."""
 
 from fastapi.responses import JSONResponse
-from ray.exceptions import ActorDiedError, ActorUnavailableError
+from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
 
 from cartoon.errors import (
@@ -19,6 +19,8 @@ from cartoon.errors import (
     VideoTooLongError,
 )
 from deployments.deadlines import DeadlineExceeded
+from deployments.failures import causes as _causes
+from deployments.failures import replica_lost
 
 STATUS_BY_ERROR = {
     NotAnImageError: 400,
@@ -62,20 +64,6 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
-
-
-def _causes(exc: BaseException):
-    """The exception and what it wraps: Ray nests a replica's error in RayTaskErrors."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = getattr(exc, "cause", None) or exc.__cause__
-
-
-def replica_lost(exc: BaseException) -> bool:
-    """Whether a replica died under the request (its node lost, its process killed)."""
-    return any(isinstance(cause, (ActorDiedError, ActorUnavailableError)) for cause in _causes(exc))
 
 
 # How Ray words the death of a replica's *process* (a crash, an out-of-memory kill), as

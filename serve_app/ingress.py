@@ -109,12 +109,14 @@ class Ingress:
         aligner: DeploymentHandle,
         cartoonizer: DeploymentHandle,
         postprocessor: DeploymentHandle,
+        video_jobs: DeploymentHandle,
         args: AppArgs,
         registry: StyleRegistry,
     ):
         self.aligner, self.cartoonizer, self.postprocessor = aligner, cartoonizer, postprocessor
         self.args = args
         self.registry = registry
+        self.jobs = jobs.JobService(args, registry, video_jobs)
         self.admission = Admission(args.request_timeout_s, args.min_in_flight, args.max_in_flight)
         self.poison = PoisonMarks(args.poison_ttl_s)
         self.readiness = Readiness(serve.get_replica_context().app_name, cartoonizer, registry.default)

@@ -1,49 +1,37 @@
 """Video jobs over HTTP: POST a clip, poll its progress, fetch the cartoonized clip, or cancel.
 
-``router`` is included in the Ingress's FastAPI app. A job runs in the Ingress replica
-that took it (``JobRunner``), as an asyncio task: decoding, face tracking, the temporal
-finish and encoding run on its threads (``cartoon.video.clip``), and every frame goes through
-the served graph, FaceAligner -> Cartoonizer -> Postprocessor, several frames at once, so
-the Cartoonizer batches their pieces with every other request's. State, upload and
-result live on disk (``serve_app.job_store``), so every replica answers for every job,
-and a job whose replica is gone is reported lost.
+``router`` is included in the Ingress's FastAPI app. The Ingress only takes the upload
+(checking its header), admits the job (``serve_app.job_admission``) and hands it to the
+``VideoJobRunner`` deployment (``serve_app.job_dispatch``), where it is decoded, tracked,
+cartoonized through the served graph and encoded. State, upload and result live in the
+job store (``deployments.job_store``), which every replica on every node sees, so any
+Ingress replica answers for any job.
 """
 
 import asyncio
-import logging
+import dataclasses
 import shutil
-import time
-from dataclasses import replace
 from typing import Literal
 
-import numpy as np
+import ray
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from ray import serve
-from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from cartoon.video import media
-from cartoon.video.clip import ClipSettings, Progress, cartoonize_clip
-from cartoon.image.faces import Face, FaceDetector
-from cartoon.image.finish import FINISHES
-from cartoon.image.pipeline import Job, Options
+from cartoon.image.pipeline import Options
 from cartoon.image.styles import StyleRegistry
-from cartoon.video.tracking import TrackerSettings
+from cartoon.video import media
+from deployments.job_store import JobGone, JobStore, canonical_id
 from deployments.settings import AppArgs
-from serve_app import multipart
-from serve_app.errors import ERROR_SCHEMA, ApiError, replica_lost, to_api_error
-from serve_app.job_store import CANCELLED_ERROR, JobStore
-
-_logger = logging.getLogger("ray.serve")
+from serve_app import access, multipart
+from serve_app.errors import ERROR_SCHEMA, ApiError, to_api_error
+from serve_app.job_admission import JobAdmission, client_of, storage_full
+from serve_app.job_dispatch import Dispatcher
 
 CHUNK_BYTES = 1 << 20
-# A frame refused by a full queue or caught by a dying replica is sent again after this
-# (doubled each time, ``FRAME_RETRIES`` times): a long job must not fail on one busy moment.
-FRAME_RETRY_S = 0.5
-FRAME_RETRIES = 6
 
 JOB_SCHEMA = {
     "type": "object",
@@ -77,7 +65,8 @@ VIDEO_BODY = {
 }
 
 
-# Documented as a UUID (what ids are), not enforced: any other id is simply unknown (404).
+# Documented as a UUID in its canonical spelling (what ids are); any other spelling of the
+# same UUID names the same job, anything else is simply unknown (404).
 JOB_ID = Path(
     description="the id POST /v1/jobs answered",
     json_schema_extra={"pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"},
@@ -92,131 +81,27 @@ def _errors(*pairs: tuple[int, str]) -> dict:
 router = APIRouter(prefix="/v1/jobs", tags=["video jobs"])
 
 
-class JobCancelled(Exception):
-    """The client cancelled the job (``DELETE``), seen by its runner between two frames."""
+class JobService:
+    """One Ingress replica's side of the video jobs: the store, admission and dispatch.
 
+    Made in the Ingress's constructor, on its event loop, where the sweep's timer starts.
+    """
 
-class JobRunner:
-    """The video jobs of one Ingress replica, and the disk they live on."""
-
-    def __init__(self, args: AppArgs, registry: StyleRegistry, aligner: DeploymentHandle,
-                 cartoonizer: DeploymentHandle, postprocessor: DeploymentHandle):
+    def __init__(self, args: AppArgs, registry: StyleRegistry, runners: DeploymentHandle):
         self.args = args
-        self.store = JobStore(args.jobs_dir, args.job_lost_after_s)
         self.registry = registry
-        self.detector = FaceDetector(args.pipeline_settings().detector)
-        self.handles = (aligner, cartoonizer, postprocessor)
-        self.slots = asyncio.Semaphore(args.video_jobs_per_replica)
-        self.running: dict[str, asyncio.Task] = {}
-        self._heartbeat = asyncio.ensure_future(self._beat())
-
-    async def _beat(self) -> None:
-        """Keeps this replica's jobs from looking lost while they wait or run.
-
-        On the event loop, as every other write of a job's state here: a write from a
-        thread could read a job's state just before its runner wrote "done" and then
-        write "running" back over it.
-        """
-        while True:
-            await asyncio.sleep(self.args.job_lost_after_s / 4)
-            for job_id in list(self.running):
-                self.store.update(job_id)
-
-    def submit(self, job_id: str, options: Options, output_format: str, info: media.VideoInfo) -> None:
-        task = asyncio.ensure_future(self._run(job_id, options, output_format, info))
-        self.running[job_id] = task
-        task.add_done_callback(lambda _: self.running.pop(job_id, None))
-
-    async def _run(self, job_id: str, options: Options, output_format: str, info: media.VideoInfo) -> None:
-        store = self.store
-        output = store.output_path(job_id, output_format)
-        last_write = 0.0
-
-        def on_progress(progress: Progress) -> None:
-            nonlocal last_write
-            if store.cancel_requested(job_id):
-                raise JobCancelled
-            if time.monotonic() - last_write > 0.5 or progress.frames_done == progress.frames_total:
-                store.update(job_id, progress=progress.public())
-                last_write = time.monotonic()
-
-        try:
-            async with self.slots:
-                if store.cancel_requested(job_id):
-                    return
-                store.update(job_id, state="running", started_at=time.time())
-                settings = ClipSettings(tracker=TrackerSettings(detect_every=self.args.video_detect_every),
-                                        frames_in_flight=self.args.video_frames_in_flight,
-                                        max_output_pixels=self.args.max_output_pixels)
-                style = self.registry.get(options.style)
-                stages = ServedStages(*self.handles, style.name)
-                report = await cartoonize_clip(
-                    store.input_path(job_id), output, info, output_format, options, stages, self.detector,
-                    FINISHES[style.finish] if style.finish else None, settings, on_progress,
-                )
-            store.update(job_id, state="done", finished_at=time.time(), progress=Progress(
-                report.frames, report.frames, report.frames / report.seconds, 0.0).public())
-            store.input_path(job_id).unlink(missing_ok=True)
-        except JobCancelled:
-            output.unlink(missing_ok=True)
-            store.update(job_id, state="cancelled", error=CANCELLED_ERROR)
-        except asyncio.CancelledError:
-            # The replica is shutting down: the job stops beating and reads "lost".
-            output.unlink(missing_ok=True)
-            raise
-        except Exception as exc:
-            output.unlink(missing_ok=True)
-            error = to_api_error(exc, self.args.retry_after_s, self.args.request_timeout_s)
-            if error is None:
-                _logger.exception("video job %s failed", job_id)
-                error = ApiError(500, "internal", "the video could not be processed; this is our bug")
-            store.update(job_id, state="failed", error=error.body()["error"], finished_at=time.time())
+        self.store = JobStore(args.jobs_dir, args.job_lost_after_s)
+        self.admission = JobAdmission(args)
+        # A key tells clients apart only when the service checks it; else anyone could
+        # send a new made-up key with each job and escape the per-client cap.
+        self.keyed = access.resolve_api_key(args) is not None
+        self.dispatcher = Dispatcher(self.store, runners, args)
+        # Held, so the timer's task is not garbage-collected while it sleeps.
+        self._sweeping = asyncio.ensure_future(self.dispatcher.sweep_forever())
 
 
-class ServedStages:
-    """``cartoon.video.clip.FrameStages`` through the served graph, one call per frame and stage."""
-
-    def __init__(self, aligner: DeploymentHandle, cartoonizer: DeploymentHandle, postprocessor: DeploymentHandle,
-                 style: str):
-        self.aligner = aligner
-        self.cartoonizer = cartoonizer.options(multiplexed_model_id=style)
-        self.postprocessor = postprocessor
-
-    async def _retried(self, call):
-        """Awaits ``call()``, sent again while the graph is full or its replica died."""
-        for attempt in range(FRAME_RETRIES + 1):
-            try:
-                return await call()
-            except Exception as exc:
-                busy = isinstance(exc, BackPressureError) or replica_lost(exc)
-                if not busy or attempt == FRAME_RETRIES:
-                    raise
-                await asyncio.sleep(FRAME_RETRY_S * 2**attempt)
-
-    async def stylize(self, rgb: np.ndarray, faces: list[Face], options: Options) -> Job:
-        async def through_graph() -> Job:
-            pieces, full_size = (await self.aligner.prepare_frame.remote(rgb, options, faces)).split_full_size()
-            stylized = await self.cartoonizer.stylize.remote(pieces, finish=False)
-            return stylized.with_full_size(full_size)
-
-        return await self._retried(through_graph)
-
-    async def compose(self, job: Job) -> np.ndarray:
-        pieces, full_size = job.split_full_size()
-        return await self._retried(lambda: self.postprocessor.compose_frame.remote(pieces, full_size))
-
-
-_runner: JobRunner | None = None
-
-
-def runner() -> JobRunner:
-    """This replica's runner, made on first use from the Ingress's own config and handles."""
-    global _runner
-    if _runner is None:
-        ingress = serve.get_replica_context().servable_object
-        _runner = JobRunner(ingress.args, ingress.registry, ingress.aligner, ingress.cartoonizer,
-                            ingress.postprocessor)
-    return _runner
+def service() -> JobService:
+    return serve.get_replica_context().servable_object.jobs
 
 
 class JobQuery:
@@ -246,14 +131,31 @@ def _not_found(job_id: str) -> ApiError:
     return ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, or deleted after its retention time)")
 
 
-async def _save_body(request: Request, path, limit: int) -> None:
-    """Streams the body to ``path``; the multipart field ``video`` when it is multipart."""
+async def _existing(store: JobStore, job_id: str) -> tuple[str, dict]:
+    """The job's canonical id and state, whichever spelling of its UUID the client sent.
+
+    Raises:
+        ApiError: 404 for an id that is no UUID or no job.
+    """
+    canonical = canonical_id(job_id)
+    state = None if canonical is None else await asyncio.to_thread(store.read, canonical)
+    if state is None:
+        raise _not_found(job_id)
+    return canonical, state
+
+
+async def _save_body(request: Request, path, limit: int, room: int, retry_after_s: int) -> None:
+    """Streams the body to ``path``; the multipart field ``video`` when it is multipart.
+
+    Raises:
+        ApiError: 413 past ``limit`` bytes; 507 past ``room`` bytes (the jobs' disk bound).
+    """
     multipart.check_declared_length(request, limit)
     if multipart.media_type(request) != "multipart/form-data":
-        await _stream_to(path, request.stream(), limit)
+        await _stream_to(path, request.stream(), limit, room, retry_after_s)
         return
     raw = path.with_suffix(".multipart")
-    await _stream_to(raw, request.stream(), limit)
+    await _stream_to(raw, request.stream(), limit, room, retry_after_s)
 
     async def chunks():
         with raw.open("rb") as handle:
@@ -276,14 +178,23 @@ async def _save_body(request: Request, path, limit: int) -> None:
         await form.close()
 
 
-async def _stream_to(path, stream, limit: int) -> None:
+async def _stream_to(path, stream, limit: int, room: int, retry_after_s: int) -> None:
     size = 0
     with path.open("wb") as handle:
         async for chunk in stream:
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, "body_too_large", f"the body is over the limit of {limit} bytes")
+            if size > room:
+                raise storage_full(retry_after_s)
             handle.write(chunk)
+
+
+def _declared_length(request: Request) -> int | None:
+    try:
+        return int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
 
 
 @router.post(
@@ -294,7 +205,10 @@ async def _stream_to(path, stream, limit: int) -> None:
         202: {"description": "the job, queued; `Location` names it", "content": {"application/json": {"schema": JOB_SCHEMA}}},
         **_errors((400, "not a video or a broken one (not_a_video, corrupt_video, bad_multipart)"),
                   (413, "over a limit (body_too_large, video_too_long, too_many_pixels)"),
-                  (422, "a bad parameter (invalid_parameter, unknown_style, audio_not_muxable)")),
+                  (422, "a bad parameter (invalid_parameter, unknown_style, audio_not_muxable)"),
+                  (429, "this client has its cap of queued and running jobs (too_many_jobs); see Retry-After"),
+                  (503, "the jobs queue is full (overloaded); see Retry-After"),
+                  (507, "the jobs' storage is full (storage_full); see Retry-After")),
     },
 )
 async def submit_job(request: Request, query: JobQuery = Depends()) -> JSONResponse:
@@ -302,29 +216,39 @@ async def submit_job(request: Request, query: JobQuery = Depends()) -> JSONRespo
 
     Answers 202 at once with the job; poll `GET /v1/jobs/{id}`, then fetch `/result`.
     Every frame is cartoonized; frame rate, timestamps, rotation and the audio are kept.
+    Each client (API key, else address) may have a few jobs queued or running at once.
     """
-    jobs = runner()
+    jobs = service()
+    args, store = jobs.args, jobs.store
     try:
         style = jobs.registry.get(query.options.style).name
     except KeyError as exc:
         raise ApiError(422, "unknown_style", exc.args[0]) from exc
-    await asyncio.to_thread(jobs.store.purge, jobs.args.job_retention_s)
-    job_id = jobs.store.create({"format": query.format, "media_type": media.OUTPUT_FORMATS[query.format][3],
-                                "style": style})
+    client = client_of(request.headers.get("authorization") if jobs.keyed else None,
+                       request.client.host if request.client else None)
+    jobs.admission.check(await asyncio.to_thread(lambda: list(store.jobs())), client)
+    room = jobs.admission.room_bytes(await asyncio.to_thread(store.usage_bytes), _declared_length(request))
+    options = dataclasses.asdict(dataclasses.replace(query.options, style=style))
+    job_id = store.create({"format": query.format, "media_type": media.OUTPUT_FORMATS[query.format][3],
+                           "style": style, "options": options, "client": client,
+                           "taken_on": ray.get_runtime_context().get_node_id()})
+    # Held from here while the upload arrives: a slow upload must not look like a lost job.
+    jobs.dispatcher.hold(job_id)
     try:
-        await _save_body(request, jobs.store.input_path(job_id), jobs.args.max_video_bytes)
-        limits = media.VideoLimits(jobs.args.max_video_seconds, jobs.args.max_video_pixels)
-        info = await asyncio.to_thread(media.probe, jobs.store.input_path(job_id), limits)
-        await asyncio.to_thread(media.check_output, jobs.store.input_path(job_id), query.format)
+        await _save_body(request, store.input_path(job_id), args.max_video_bytes, room, args.retry_after_s)
+        limits = media.VideoLimits(args.max_video_seconds, args.max_video_pixels)
+        info = await asyncio.to_thread(media.probe, store.input_path(job_id), limits)
+        await asyncio.to_thread(media.check_output, store.input_path(job_id), query.format)
+        state = store.update(job_id, progress={"frames_done": 0, "frames_total": info.frames, "fps": 0.0,
+                                               "eta_s": None})
     except BaseException as exc:
-        shutil.rmtree(jobs.store.root / job_id, ignore_errors=True)
-        error = exc if isinstance(exc, ApiError) else to_api_error(exc, jobs.args.retry_after_s, 0)
+        jobs.dispatcher.release(job_id)
+        store.delete(job_id)
+        error = exc if isinstance(exc, ApiError) else to_api_error(exc, args.retry_after_s, 0)
         if error is None:
             raise
         raise error from exc
-    state = jobs.store.update(job_id, progress={"frames_done": 0, "frames_total": info.frames, "fps": 0.0,
-                                                "eta_s": None})
-    jobs.submit(job_id, replace(query.options, style=style), query.format, info)
+    jobs.dispatcher.send(job_id, 0)
     location = f"{request.scope.get('root_path', '')}/v1/jobs/{job_id}"
     return _job_response(state, 202, {"Location": location})
 
@@ -333,9 +257,7 @@ async def submit_job(request: Request, query: JobQuery = Depends()) -> JSONRespo
                                     **_errors((404, "no such job (job_not_found)"))})
 async def get_job(job_id: str = JOB_ID) -> JSONResponse:
     """The job's state and progress (frames done and total, frames per second, seconds left)."""
-    state = await asyncio.to_thread(runner().store.read, job_id)
-    if state is None:
-        raise _not_found(job_id)
+    _, state = await _existing(service().store, job_id)
     return _job_response(state)
 
 
@@ -348,25 +270,32 @@ async def get_job(job_id: str = JOB_ID) -> JSONResponse:
 )
 async def get_result(job_id: str = JOB_ID) -> FileResponse:
     """The cartoonized video, once the job is done."""
-    store = runner().store
-    state = await asyncio.to_thread(store.read, job_id)
-    if state is None:
-        raise _not_found(job_id)
+    store = service().store
+    job_id, state = await _existing(store, job_id)
     if state["state"] != "done":
         raise ApiError(409, "job_not_done", f"the job is {state['state']}; its result comes when it is done")
-    return FileResponse(store.output_path(job_id, state["format"]), media_type=state["media_type"],
-                        filename=f"cartoon-{job_id}.{state['format']}")
+    output = store.output_path(job_id, state["format"])
+    if not output.is_file():  # deleted since the state was read
+        raise _not_found(job_id)
+    return FileResponse(output, media_type=state["media_type"], filename=f"cartoon-{job_id}.{state['format']}")
 
 
 @router.delete("/{job_id}", responses={200: {"content": {"application/json": {"schema": JOB_SCHEMA}}},
                                        **_errors((404, "no such job (job_not_found)"))})
 async def cancel_job(job_id: str = JOB_ID) -> JSONResponse:
-    """Cancels a queued or running job (its state becomes cancelled); a finished job is left as it is."""
-    store = runner().store
-    state = await asyncio.to_thread(store.read, job_id)
-    if state is None:
-        raise _not_found(job_id)
-    if state["state"] in ("queued", "running"):
+    """Cancels a queued or running job (its state becomes cancelled, its upload is deleted).
+
+    A finished job (done, failed, cancelled or lost) is deleted with every file of it:
+    the answer is its last state, and the job is unknown (404) from then on.
+    """
+    store = service().store
+    job_id, state = await _existing(store, job_id)
+    if await asyncio.to_thread(store.ended, job_id):
+        await asyncio.to_thread(store.delete, job_id)
+        return _job_response(state)
+    try:
         await asyncio.to_thread(store.cancel, job_id)
-        state = await asyncio.to_thread(store.read, job_id)
+    except JobGone as exc:  # deleted between the read and the cancel
+        raise _not_found(job_id) from exc
+    _, state = await _existing(store, job_id)
     return _job_response(state)

@@ -1,7 +1,7 @@
 """A whole video through the cartoon pipeline: decode, track, stylize, finish, compose, encode.
 
 The same core runs in the ``cartoonize`` command (``LocalStages``: this process) and in
-the service (``serve_app.jobs``: the frames go through the served graph, where the
+the service (``deployments.video_jobs``: the frames go through the served graph, where the
 Cartoonizer batches them with every other request's pieces). What must see the frames in
 order runs here, one frame after another: decoding, face tracking, the temporal finish
 and encoding. What needs no order (aligning, the UNet, composing) runs for up to

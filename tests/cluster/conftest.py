@@ -48,7 +48,9 @@ HEAD_SYSTEM_CONFIG = {
 
 
 @contextmanager
-def serve_cluster(temp_dir: Path, head_cpus: float, include_dashboard: bool = False) -> Iterator[Cluster]:
+def serve_cluster(temp_dir: Path, head_cpus: float, include_dashboard: bool = False,
+                  head_resources: dict[str, float] | None = None,
+                  serve_env: dict[str, str] | None = None) -> Iterator[Cluster]:
     """A connected Ray cluster with a CPU-only head; shut down, Serve included, on exit.
 
     Args:
@@ -56,18 +58,21 @@ def serve_cluster(temp_dir: Path, head_cpus: float, include_dashboard: bool = Fa
             one, a plain ``ray.init()`` elsewhere on this machine would join it.
         head_cpus: logical CPUs of the head node; it holds no GPU.
         include_dashboard: start the dashboard, which ``ray.util.state`` queries.
+        head_resources: custom resources of the head, to pin replicas there.
+        serve_env: more of Serve's environment variables, beyond ``SERVE_ENV``.
 
     Yields:
         The cluster; add worker nodes with ``cluster.add_node(num_cpus=..., num_gpus=...)``.
     """
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in SERVE_ENV.items():
+        for name, value in {**SERVE_ENV, **(serve_env or {})}.items():
             patch.setenv(name, value)
         cluster = Cluster()
         try:
             cluster.add_node(
                 num_cpus=head_cpus,
                 num_gpus=0,
+                resources=head_resources or {},
                 temp_dir=str(temp_dir),
                 include_dashboard=include_dashboard,
                 # Not the default 8265: another Ray on this machine may hold it.
@@ -83,6 +88,11 @@ def serve_cluster(temp_dir: Path, head_cpus: float, include_dashboard: bool = Fa
             cluster.shutdown()
 
 
+# What a test leaves unsaid: one video job runner with no CPU of its own, so the
+# file's two-core runner does not keep a small simulated node from being ready.
+SCALED_DOWN = {"VideoJobRunner": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}}
+
+
 def gpu_node_config(port: int, deployments: dict[str, dict]) -> dict:
     """configs/gpu.yaml on localhost with the proxy on the head, the torch code on the CPU.
 
@@ -94,6 +104,7 @@ def gpu_node_config(port: int, deployments: dict[str, dict]) -> dict:
     Returns:
         A Serve config dict.
     """
+    deployments = {**SCALED_DOWN, **deployments}
     config = yaml.safe_load((ROOT / "configs" / "gpu.yaml").read_text())
     # Every simulated node shares 127.0.0.1, so only one proxy can hold the port.
     config["proxy_location"] = "HeadOnly"

@@ -109,9 +109,10 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
         # An API key from a file and one CORS origin; its replicas are also the ones
         # the fault tests kill.
         variant(app, "guarded", {"api_key_file": str(key_file), "cors_origins": [ALLOWED_ORIGIN]}, {}),
-        # Video jobs with small limits and a short heartbeat, in a folder of their own;
-        # its Ingress is the one the lost-job test kills.
-        variant(app, "jobs", {"jobs_dir": str(tmp_path_factory.mktemp("small_jobs")), **JOBS_LIMITS}, {}),
+        # Video jobs with small limits, a short heartbeat and one attempt each, in a
+        # folder of their own; its replicas are the ones the video fault tests kill.
+        variant(app, "jobs", {"jobs_dir": str(tmp_path_factory.mktemp("small_jobs")), **JOBS_LIMITS,
+                              "job_max_attempts": 1}, {}),
     ]
     ray.init(
         num_cpus=RAY_CPUS,

@@ -129,13 +129,66 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(client, clip_p
                        ).status_code == 202
 
 
-def test_a_job_whose_replica_died_is_reported_lost(client, clip_bytes):
+def kill_replica(app: str, deployment: str) -> None:
+    (victim,) = replica_actors(app, deployment)
+    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+
+
+def test_a_job_whose_runner_died_is_taken_up_again_and_finishes(client, clip_bytes):
+    response = client.post("/v1/jobs", content=clip_bytes)
+    location = response.headers["location"]
+    wait_for(client, location, ("running",))
+    kill_replica("cartoon", "VideoJobRunner")
+    done, seen = wait_for(client, location, ("done", "failed", "lost"))
+    assert done["state"] == "done", done
+    assert "lost" not in {state["state"] for state in seen}
+    assert client.get(f"{location}/result").status_code == 200
+
+
+def test_a_job_whose_last_attempt_died_is_lost_with_a_reason(client, clip_bytes):
     response = client.post("/jobs/v1/jobs", content=clip_bytes)
     location = response.headers["location"]
-    assert location.startswith("/jobs/v1/jobs/")
     wait_for(client, location, ("running",))
-    (victim,) = replica_actors("jobs", "Ingress")
-    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+    kill_replica("jobs", "VideoJobRunner")
     lost, _ = wait_for(client, location, ("lost", "done"), timeout_s=120)
     assert lost["state"] == "lost" and lost["error"]["code"] == "job_lost", lost
+    assert "runner stopped" in lost["error"]["message"]
     assert_error(client.get(f"{location}/result"), 409, "job_not_done")
+
+
+def test_a_job_outlives_the_ingress_that_took_it(client, clip_bytes):
+    response = client.post("/jobs/v1/jobs", content=clip_bytes)
+    location = response.headers["location"]
+    wait_for(client, location, ("running",))
+    kill_replica("jobs", "Ingress")
+    done, _ = wait_for(client, location, ("done", "failed", "lost"))
+    assert done["state"] == "done", done
+
+
+def test_any_spelling_of_a_job_id_is_the_same_job(client, clip_bytes):
+    job_id = client.post("/v1/jobs", content=clip_bytes).json()["id"]
+    for spelling in (job_id.upper(), job_id.replace("-", ""), "{" + job_id.upper() + "}"):
+        assert client.get(f"/v1/jobs/{spelling}").json()["id"] == job_id
+        assert client.get(f"/v1/jobs/{spelling}/result").status_code in (200, 409)
+    cancelled = client.delete(f"/v1/jobs/{job_id.upper()}")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+
+
+def test_deleting_a_finished_job_deletes_it(client, clip_bytes):
+    location = client.post("/v1/jobs", content=clip_bytes, params={"max_side": 96}).headers["location"]
+    done, _ = wait_for(client, location, ("done", "failed"))
+    assert done["state"] == "done", done
+    deleted = client.delete(location)
+    assert deleted.status_code == 200 and deleted.json()["state"] == "done"
+    for path in (location, f"{location}/result"):
+        assert_error(client.get(path), 404, "job_not_found")
+    assert_error(client.delete(location), 404, "job_not_found")
+
+
+def test_one_client_cannot_hold_more_than_its_cap_of_jobs(client, clip_bytes):
+    locations = [client.post("/v1/jobs", content=clip_bytes).headers["location"] for _ in range(2)]
+    refused = client.post("/v1/jobs", content=clip_bytes)
+    assert_error(refused, 429, "too_many_jobs")
+    assert int(refused.headers["retry-after"]) > 0
+    for location in locations:
+        assert client.delete(location).json()["state"] == "cancelled"

@@ -16,7 +16,7 @@ RAYSERVICE = ROOT / "configs" / "rayservice.yaml"
 RAYJOB = ROOT / "configs" / "rayjob.yaml"
 # The Serve configs; the RayJob runs cartoonize-batch, not Serve.
 CONFIG_FILES = sorted(path for path in [*ROOT.glob("*.yaml"), *(ROOT / "configs").glob("*.yaml")] if path != RAYJOB)
-CPU_STAGES = ("Ingress", "FaceAligner", "Postprocessor")
+CPU_STAGES = ("Ingress", "FaceAligner", "Postprocessor", "VideoJobRunner")
 
 
 def documents(path: Path) -> dict[str, dict]:
@@ -83,7 +83,7 @@ def test_config_parses_with_serves_schema_and_app_args(path):
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda path: path.name)
 def test_every_deployment_autoscales(path):
     found = deployments(path)
-    assert set(found) == {"Ingress", "FaceAligner", "Cartoonizer", "Postprocessor"}
+    assert set(found) == {"Ingress", "FaceAligner", "Cartoonizer", "Postprocessor", "VideoJobRunner"}
     for name, deployment in found.items():
         assert deployment.get("autoscaling_config"), f"{path.name}: {name} has no autoscaling_config"
         assert "num_replicas" not in deployment, f"{path.name}: {name} fixes num_replicas"
@@ -180,3 +180,16 @@ def test_rayjob_runs_a_valid_ray_engine_command_on_the_services_image_with_a_gpu
     }
     gpus = sum(group["maxReplicas"] * int(limits(group).get("nvidia.com/gpu", 0)) for group in cluster["workerGroupSpecs"])
     assert args.unet_actors * args.gpus_per_actor <= gpus, "UNet actors that no GPU pod can hold"
+
+
+def test_rayservice_video_jobs_live_on_one_volume_every_cpu_pod_mounts(rayservice, worker_groups):
+    (app,) = serve_config(RAYSERVICE)["applications"]
+    jobs_dir = Path(AppArgs(**app["args"]).jobs_dir)
+    claim = documents(RAYSERVICE)["PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    spec = worker_groups["cpu"]["template"]["spec"]
+    (volume,) = [volume for volume in spec["volumes"]
+                 if volume.get("persistentVolumeClaim", {}).get("claimName") == claim["metadata"]["name"]]
+    (container,) = spec["containers"]
+    (mount,) = [mount for mount in container["volumeMounts"] if mount["name"] == volume["name"]]
+    assert jobs_dir.is_relative_to(mount["mountPath"]), "jobs_dir is not on the shared volume"

@@ -51,13 +51,20 @@ def _deployments(app) -> dict:
 
 def test_every_replica_waits_out_the_request_timeout_when_stopped():
     deployments = _deployments(call_user_app_builder_with_args_if_necessary(build_app, {"request_timeout_s": 90}))
-    assert set(deployments) == {"Ingress", "FaceAligner", "Cartoonizer", "Postprocessor"}
+    assert set(deployments) == {"Ingress", "FaceAligner", "Cartoonizer", "Postprocessor", "VideoJobRunner"}
     for deployment in deployments.values():
         assert deployment._deployment_config.graceful_shutdown_timeout_s >= 90, deployment.name
+
+
+def test_a_video_job_runner_waits_out_its_jobs_when_stopped_and_runs_as_many_as_configured():
+    deployments = _deployments(call_user_app_builder_with_args_if_necessary(
+        build_app, {"job_shutdown_s": 900, "video_jobs_per_replica": 3}))
+    config = deployments["VideoJobRunner"]._deployment_config
+    assert (config.graceful_shutdown_timeout_s, config.max_ongoing_requests) == (900, 3)
 
 
 def test_the_registry_is_read_once_and_handed_to_every_replica():
     deployments = _deployments(call_user_app_builder_with_args_if_necessary(build_app, {}))
     registries = [arg for deployment in deployments.values() for arg in deployment.init_args
                   if type(arg).__name__ == "StyleRegistry"]
-    assert len(registries) == 3 and all(registry is registries[0] for registry in registries)
+    assert len(registries) == 4 and all(registry is registries[0] for registry in registries)

@@ -1,0 +1,189 @@
+"""VideoJobRunner: runs video jobs, away from the Ingress, on CPUs of its own.
+
+The Ingress takes the upload and sends the job's id here (``run``); Serve routes it to
+a runner with a free slot (``max_ongoing_requests`` = ``video_jobs_per_replica``), and
+queues it at the Ingress while every slot is busy, so the first runner that frees up
+takes the next job and the autoscaler sees queued plus running jobs. A runner decodes,
+tracks faces, applies the temporal finish and encodes (``cartoon.video.clip``); every
+frame goes through the served graph, FaceAligner -> Cartoonizer -> Postprocessor,
+several at once, so the Cartoonizer batches their pieces with everyone else's.
+
+State and files live in ``jobs_dir`` (``deployments.job_store``), which every node sees.
+A runner told to stop (a downscale, a redeploy) finishes its jobs within its graceful
+shutdown time; one killed before gives its jobs back: the Ingress that sent them sends
+them again (``serve_app.job_dispatch``).
+"""
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+import ray
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from cartoon.image.faces import Face, FaceDetector
+from cartoon.image.finish import FINISHES
+from cartoon.image.pipeline import Job, Options
+from cartoon.image.styles import StyleRegistry
+from cartoon.video import media
+from cartoon.video.clip import ClipSettings, Progress, cartoonize_clip
+from cartoon.video.tracking import TrackerSettings
+from deployments.failures import replica_lost
+from deployments.job_store import CANCELLED_ERROR, Heartbeats, JobGone, JobStore
+from deployments.settings import AppArgs
+
+_logger = logging.getLogger("ray.serve")
+
+# A frame refused by a full queue or caught by a dying replica is sent again after this
+# (doubled each time, ``FRAME_RETRIES`` times): a long job must not fail on one busy moment.
+FRAME_RETRY_S = 0.5
+FRAME_RETRIES = 6
+# Progress is written at most this often (and at the last frame): each write is a file replaced.
+PROGRESS_EVERY_S = 0.5
+
+
+class JobCancelled(Exception):
+    """The client cancelled the job (``DELETE``), seen by its runner between two frames."""
+
+
+class Superseded(Exception):
+    """The job was sent again (its holder looked dead): this older attempt stops."""
+
+
+class ServedStages:
+    """``cartoon.video.clip.FrameStages`` through the served graph, one call per frame and stage."""
+
+    def __init__(self, aligner: DeploymentHandle, cartoonizer: DeploymentHandle, postprocessor: DeploymentHandle,
+                 style: str):
+        self.aligner = aligner
+        self.cartoonizer = cartoonizer.options(multiplexed_model_id=style)
+        self.postprocessor = postprocessor
+
+    async def _retried(self, call):
+        """Awaits ``call()``, sent again while the graph is full or its replica died."""
+        for attempt in range(FRAME_RETRIES + 1):
+            try:
+                return await call()
+            except Exception as exc:
+                busy = isinstance(exc, BackPressureError) or replica_lost(exc)
+                if not busy or attempt == FRAME_RETRIES:
+                    raise
+                await asyncio.sleep(FRAME_RETRY_S * 2**attempt)
+
+    async def stylize(self, rgb: np.ndarray, faces: list[Face], options: Options) -> Job:
+        async def through_graph() -> Job:
+            pieces, full_size = (await self.aligner.prepare_frame.remote(rgb, options, faces)).split_full_size()
+            stylized = await self.cartoonizer.stylize.remote(pieces, finish=False)
+            return stylized.with_full_size(full_size)
+
+        return await self._retried(through_graph)
+
+    async def compose(self, job: Job) -> np.ndarray:
+        pieces, full_size = job.split_full_size()
+        return await self._retried(lambda: self.postprocessor.compose_frame.remote(pieces, full_size))
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=1)
+class VideoJobRunner:
+    def __init__(self, aligner: DeploymentHandle, cartoonizer: DeploymentHandle, postprocessor: DeploymentHandle,
+                 args: AppArgs, registry: StyleRegistry):
+        self.args = args
+        self.registry = registry
+        self.store = JobStore(args.jobs_dir, args.job_lost_after_s)
+        self.detector = FaceDetector(args.pipeline_settings().detector)
+        self.handles = (aligner, cartoonizer, postprocessor)
+        self.heartbeats = Heartbeats(self.store, args.job_lost_after_s / 4)
+
+    async def run(self, job_id: str, attempt: int) -> str:
+        """Runs attempt ``attempt`` of a queued job to its end; returns the state it ended in.
+
+        A job cancelled meanwhile ends ``cancelled``; an attempt that is no longer the
+        job's newest, or a job deleted meanwhile, does nothing.
+
+        Raises:
+            Exception: what failed the job; the Ingress that sent it chooses its error.
+        """
+        state = await asyncio.to_thread(self.store.read, job_id)
+        if state is None or state["attempt"] != attempt:
+            return "superseded"
+        if state["state"] == "cancelled":
+            await asyncio.to_thread(self._finish, job_id, attempt, state="cancelled", error=CANCELLED_ERROR)
+            return "cancelled"
+        if state["state"] != "queued":  # this attempt already ran: it is never run twice
+            return state["state"]
+        self.heartbeats.start(job_id)
+        try:
+            return await self._run(job_id, attempt, state)
+        except (JobGone, Superseded):
+            return "superseded"
+        finally:
+            self.heartbeats.stop(job_id)
+
+    def _update(self, job_id: str, attempt: int, **fields) -> dict:
+        """Writes the job's state, unless a newer attempt owns it now (or it was deleted).
+
+        Raises:
+            Superseded: a newer attempt of the job was sent.
+            JobGone: the job was deleted.
+        """
+        current = self.store.read(job_id)
+        if current is None:
+            raise JobGone(job_id)
+        if current["attempt"] != attempt:
+            raise Superseded(job_id)
+        return self.store.update(job_id, **fields)
+
+    def _finish(self, job_id: str, attempt: int, **fields) -> None:
+        self._update(job_id, attempt, finished_at=time.time(), **fields)
+        self.store.remove_input(job_id)
+
+    async def _run(self, job_id: str, attempt: int, state: dict) -> str:
+        store = self.store
+        output_format = state["format"]
+        output = store.output_path(job_id, output_format)
+        last_write = 0.0
+
+        def on_progress(progress: Progress) -> None:
+            nonlocal last_write
+            if store.cancel_requested(job_id):
+                raise JobCancelled
+            if time.monotonic() - last_write > PROGRESS_EVERY_S or progress.frames_done == progress.frames_total:
+                self._update(job_id, attempt, progress=progress.public())
+                last_write = time.monotonic()
+
+        try:
+            await asyncio.to_thread(self._update, job_id, attempt, state="running", started_at=time.time(),
+                                    run_on=ray.get_runtime_context().get_node_id())
+            limits = media.VideoLimits(self.args.max_video_seconds, self.args.max_video_pixels)
+            info = await asyncio.to_thread(media.probe, store.input_path(job_id), limits)
+            options = Options(**state["options"])
+            style = self.registry.get(options.style)
+            settings = ClipSettings(tracker=TrackerSettings(detect_every=self.args.video_detect_every),
+                                    frames_in_flight=self.args.video_frames_in_flight,
+                                    max_output_pixels=self.args.max_output_pixels)
+            report = await cartoonize_clip(
+                store.input_path(job_id), output, info, output_format, options,
+                ServedStages(*self.handles, style.name), self.detector,
+                FINISHES[style.finish] if style.finish else None, settings, on_progress,
+            )
+        except (JobGone, Superseded):
+            raise  # the files are no longer this attempt's to touch
+        except JobCancelled:
+            output.unlink(missing_ok=True)
+            await asyncio.to_thread(self._finish, job_id, attempt, state="cancelled", error=CANCELLED_ERROR)
+            return "cancelled"
+        except asyncio.CancelledError:
+            # Stopped before the end (this replica is going, or its caller cancelled): the
+            # upload stays, so the job can be sent again.
+            output.unlink(missing_ok=True)
+            raise
+        except Exception:
+            output.unlink(missing_ok=True)
+            store.remove_input(job_id)
+            raise
+        progress = Progress(report.frames, report.frames, report.frames / report.seconds, 0.0)
+        await asyncio.to_thread(self._finish, job_id, attempt, state="done", progress=progress.public())
+        return "done"
