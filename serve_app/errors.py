@@ -1,7 +1,7 @@
 """Where an HTTP error is chosen: every failure maps to a status and a JSON body."""
 
 from fastapi.responses import JSONResponse
-from ray.exceptions import ActorDiedError, ActorUnavailableError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, OutOfMemoryError, WorkerCrashedError
 from ray.serve.exceptions import BackPressureError
 
 from cartoon.errors import (
@@ -12,6 +12,7 @@ from cartoon.errors import (
     NotAnImageError,
     NotAVideoError,
     OutputTooLargeError,
+    PoisonFrameError,
     TooLargeForDeviceError,
     TooManyPiecesError,
     TooManyPixelsError,
@@ -32,6 +33,7 @@ STATUS_BY_ERROR = {
     CorruptVideoError: 400,
     VideoTooLongError: 413,
     AudioNotMuxableError: 422,
+    PoisonFrameError: 422,
 }
 # Statuses Starlette raises itself (no route, wrong method), with our stable codes.
 CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}
@@ -84,12 +86,25 @@ def replica_lost(exc: BaseException) -> bool:
 CRASH_MARKERS = ("worker process has died", "Worker unexpectedly exits")
 
 
+def crashed_replica(exc: BaseException) -> str | None:
+    """The actor id of the replica whose process died while working on the request, else None.
+
+    "unknown" when Ray did not say which: such deaths then count as one.
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, ActorDiedError) and any(marker in str(cause) for marker in CRASH_MARKERS):
+            return cause.actor_id or "unknown"
+    return None
+
+
 def replica_crashed(exc: BaseException) -> bool:
     """Whether a replica's process died while working on the request."""
-    return any(
-        isinstance(cause, ActorDiedError) and any(marker in str(cause) for marker in CRASH_MARKERS)
-        for cause in _causes(exc)
-    )
+    return crashed_replica(exc) is not None
+
+
+def worker_crashed(exc: BaseException) -> bool:
+    """Whether the worker process of a task died under it (a crash, an out-of-memory kill)."""
+    return any(isinstance(cause, (WorkerCrashedError, OutOfMemoryError)) for cause in _causes(exc))
 
 
 def deadline_error(timeout_s: float) -> ApiError:

@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from dataclasses import replace
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -25,6 +26,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from cartoon.errors import PoisonFrameError
 from cartoon.video import media
 from cartoon.video.clip import ClipSettings, Progress, cartoonize_clip
 from cartoon.image.faces import Face, FaceDetector
@@ -35,7 +37,9 @@ from cartoon.video.tracking import TrackerSettings
 from deployments.settings import AppArgs
 from serve_app import multipart
 from serve_app.errors import ERROR_SCHEMA, ApiError, replica_lost, to_api_error
+from serve_app.evidence import Evidence, compose_frame_alone, run_alone, stylize_frame_alone
 from serve_app.job_store import CANCELLED_ERROR, JobStore
+from serve_app.resend import digest, with_resends
 
 _logger = logging.getLogger("ray.serve")
 
@@ -100,12 +104,13 @@ class JobRunner:
     """The video jobs of one Ingress replica, and the disk they live on."""
 
     def __init__(self, args: AppArgs, registry: StyleRegistry, aligner: DeploymentHandle,
-                 cartoonizer: DeploymentHandle, postprocessor: DeploymentHandle):
+                 cartoonizer: DeploymentHandle, postprocessor: DeploymentHandle, evidence: Evidence):
         self.args = args
         self.store = JobStore(args.jobs_dir, args.job_lost_after_s)
         self.registry = registry
         self.detector = FaceDetector(args.pipeline_settings().detector)
         self.handles = (aligner, cartoonizer, postprocessor)
+        self.evidence = evidence
         self.slots = asyncio.Semaphore(args.video_jobs_per_replica)
         self.running: dict[str, asyncio.Task] = {}
         self._heartbeat = asyncio.ensure_future(self._beat())
@@ -149,7 +154,7 @@ class JobRunner:
                                         frames_in_flight=self.args.video_frames_in_flight,
                                         max_output_pixels=self.args.max_output_pixels)
                 style = self.registry.get(options.style)
-                stages = ServedStages(*self.handles, style.name)
+                stages = ServedStages(*self.handles, style.name, self.evidence, self.args, self.registry)
                 report = await cartoonize_clip(
                     store.input_path(job_id), output, info, output_format, options, stages, self.detector,
                     FINISHES[style.finish] if style.finish else None, settings, on_progress,
@@ -174,24 +179,29 @@ class JobRunner:
 
 
 class ServedStages:
-    """``cartoon.video.clip.FrameStages`` through the served graph, one call per frame and stage."""
+    """``cartoon.video.clip.FrameStages`` through the served graph, one call per frame and stage.
+
+    A frame follows the images' rule (``serve_app.resend``): a frame in flight on a replica
+    whose process died is tried alone, and one that takes its trial down too fails the job
+    (422 ``poison_frame``).
+    """
 
     def __init__(self, aligner: DeploymentHandle, cartoonizer: DeploymentHandle, postprocessor: DeploymentHandle,
-                 style: str):
+                 style: str, evidence: Evidence, args: AppArgs, registry: StyleRegistry):
         self.aligner = aligner
         self.cartoonizer = cartoonizer.options(multiplexed_model_id=style)
         self.postprocessor = postprocessor
+        self.evidence, self.args, self.registry = evidence, args, registry
 
-    async def _retried(self, call):
-        """Awaits ``call()``, sent again while the graph is full or its replica died."""
-        for attempt in range(FRAME_RETRIES + 1):
-            try:
-                return await call()
-            except Exception as exc:
-                busy = isinstance(exc, BackPressureError) or replica_lost(exc)
-                if not busy or attempt == FRAME_RETRIES:
-                    raise
-                await asyncio.sleep(FRAME_RETRY_S * 2**attempt)
+    async def _retried(self, call, alone, key: str):
+        """Awaits ``call()``, sent again while the graph is full or its replica was lost."""
+        return await with_resends(
+            call, lambda: alone(timeout_s=self.args.request_timeout_s), key, self.evidence, FRAME_RETRIES,
+            deadline=float("inf"), poisoned=lambda: PoisonFrameError(
+                "a frame of this video took down a replica, then the process it was tried in alone"),
+            retryable=lambda exc: isinstance(exc, BackPressureError) or replica_lost(exc),
+            wait_s=lambda attempt: FRAME_RETRY_S * 2**attempt,
+        )
 
     async def stylize(self, rgb: np.ndarray, faces: list[Face], options: Options) -> Job:
         async def through_graph() -> Job:
@@ -199,11 +209,14 @@ class ServedStages:
             stylized = await self.cartoonizer.stylize.remote(pieces, finish=False)
             return stylized.with_full_size(full_size)
 
-        return await self._retried(through_graph)
+        alone = partial(run_alone, stylize_frame_alone, self.args, self.registry, rgb, faces, options)
+        return await self._retried(through_graph, alone, digest(b"stylize" + rgb.tobytes()))
 
     async def compose(self, job: Job) -> np.ndarray:
         pieces, full_size = job.split_full_size()
-        return await self._retried(lambda: self.postprocessor.compose_frame.remote(pieces, full_size))
+        alone = partial(run_alone, compose_frame_alone, job)
+        key = digest(b"compose" + job.heads.tobytes() + job.background.tobytes())
+        return await self._retried(lambda: self.postprocessor.compose_frame.remote(pieces, full_size), alone, key)
 
 
 _runner: JobRunner | None = None
@@ -215,7 +228,7 @@ def runner() -> JobRunner:
     if _runner is None:
         ingress = serve.get_replica_context().servable_object
         _runner = JobRunner(ingress.args, ingress.registry, ingress.aligner, ingress.cartoonizer,
-                            ingress.postprocessor)
+                            ingress.postprocessor, ingress.evidence)
     return _runner
 
 

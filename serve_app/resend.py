@@ -1,97 +1,118 @@
-"""The retry policy of the Ingress: resend what a lost replica dropped, never what killed one.
+"""The retry policy of the Ingress and of video frames: resend what a lost replica dropped,
+try alone what was on a replica that crashed, refuse what crashes alone too.
 
 A replica can vanish under a request for reasons that are not the request's: its node
 went away, an operator or the autoscaler killed it. Such a request is sent again, up
-to ``replica_retries`` times within its deadline. A replica *process* that died while
-working (a crash, the kernel's or Ray's out-of-memory killer) may have been killed by
-the input itself: sending that input to the next replica would take that one down
-too, and every image in flight there. So such an input is marked poison on the first
-death, answered ``422 poison_input``, and refused before any replica for a while after.
-Every other image that was on that replica is poisoned with it: with one death there
-is no telling which image did it, and a request from a crash is never resent.
+to ``retries`` times within its deadline. A replica *process* that died while working
+(a crash, the kernel's or Ray's out-of-memory killer) may have been killed by one of
+the inputs in flight on it, or by none. Each of them becomes a suspect
+(``serve_app.suspects``): it is tried once alone, in a process of its own
+(``serve_app.evidence``), and only if that process dies too is it poison. An innocent
+input loses nothing: its trial's answer is its answer.
 """
 
 import asyncio
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from ray.exceptions import RayTaskError
+
 from cartoon.retry import backoff_s
-from serve_app.errors import ApiError, replica_crashed, replica_lost
+from serve_app.errors import ApiError, crashed_replica, replica_lost, worker_crashed
+from serve_app.suspects import Decision
 
 _logger = logging.getLogger("ray.serve")
 
-# Poison marks kept per Ingress replica: bounded, the oldest forgotten first.
-MAX_POISON_MARKS = 10_000
+# How often a request whose input is on trial elsewhere asks for the verdict.
+VERDICT_POLL_S = 0.25
 
 
 def digest(data: bytes) -> str:
-    """The identity of an input, for poison marks (never logged with the bytes)."""
+    """The identity of an input, for the book of suspects (never logged with the bytes)."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-class PoisonMarks:
-    """Inputs a replica died on, remembered for ``ttl_s`` seconds."""
-
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic):
-        self.ttl_s, self.clock = ttl_s, clock
-        self._marks: OrderedDict[str, float] = OrderedDict()
-
-    def mark(self, key: str) -> None:
-        self._marks[key] = self.clock() + self.ttl_s
-        self._marks.move_to_end(key)
-        while len(self._marks) > MAX_POISON_MARKS:
-            self._marks.popitem(last=False)
-
-    def __contains__(self, key: str) -> bool:
-        expires = self._marks.get(key)
-        if expires is None:
-            return False
-        if expires < self.clock():
-            del self._marks[key]
-            return False
-        return True
-
-
 def poison_error() -> ApiError:
-    return ApiError(422, "poison_input", "a replica died while processing this image, so it is not sent to "
-                    "another one; it is refused for a while")
+    return ApiError(422, "poison_input", "this image took down a replica, then the process it was tried in alone; "
+                    "it is refused for a while")
+
+
+async def _trial(alone: Callable[[], Awaitable], key: str, evidence, poisoned: Callable[[], Exception]) -> object:
+    _logger.warning("a suspect input is tried alone, in a process of its own")
+    try:
+        result = await alone()
+    except Exception as exc:
+        if worker_crashed(exc):
+            await evidence.on_trial(key, crashed=True)
+            _logger.warning("a suspect input took down the process it was tried in alone: it is poison")
+            raise poisoned() from exc
+        if isinstance(exc, RayTaskError):  # the trial ran to an end: the input's own error, not a crash
+            await evidence.on_trial(key, crashed=False)
+        else:
+            await evidence.abandon_trial(key)
+        raise
+    except BaseException:  # cancelled: no verdict
+        await evidence.abandon_trial(key)
+        raise
+    await evidence.on_trial(key, crashed=False)
+    return result
 
 
 async def with_resends(
     attempt: Callable[[], Awaitable],
+    alone: Callable[[], Awaitable],
     key: str,
-    poison: PoisonMarks,
+    evidence,
     retries: int,
     deadline: float,
+    poisoned: Callable[[], Exception] = poison_error,
+    retryable: Callable[[BaseException], bool] = replica_lost,
+    wait_s: Callable[[int], float] = backoff_s,
 ) -> object:
-    """``await attempt()``, sent again after a replica was lost, but never after a replica crashed.
+    """``await attempt()``; resent after a lost replica; tried ``alone()`` after a crashed one.
 
     Args:
-        attempt: one pass through the graph.
-        key: the input's ``digest``, for its poison mark.
-        poison: where crashes are remembered.
-        retries: resends at most, each after ``cartoon.retry.backoff_s``, within ``deadline``.
+        attempt: one pass through the shared replicas.
+        alone: one pass in a process of its own (``serve_app.evidence.run_alone``).
+        key: the input's identity (``digest``) in the book.
+        evidence: the book (``serve_app.evidence.Evidence``, or any object with its
+            coroutines ``before_send``, ``on_death``, ``on_trial``, ``abandon_trial``).
+        retries: resends at most after failures ``retryable`` accepts, each after
+            ``wait_s(resend)``, within ``deadline``.
         deadline: ``time.time()`` after which no resend is started.
+        poisoned: the error raised for a poison input.
 
     Raises:
-        ApiError: 422 ``poison_input`` when a replica process died under the input.
-        Exception: whatever the last attempt raised otherwise.
+        what ``poisoned`` returns, for an input that took down a replica and its trial,
+        or that is marked so; asyncio.TimeoutError when the deadline passes while another
+        request's trial of the same input runs; whatever the last attempt raised otherwise.
     """
+    decision = await evidence.before_send(key)
     resend = 0
     while True:
+        if decision is Decision.POISON:
+            raise poisoned()
+        if decision is Decision.AWAIT_VERDICT:
+            if time.time() + VERDICT_POLL_S >= deadline:
+                raise asyncio.TimeoutError
+            await asyncio.sleep(VERDICT_POLL_S)
+            decision = await evidence.before_send(key)
+            continue
+        if decision is Decision.TRY_ALONE:
+            return await _trial(alone, key, evidence, poisoned)
         try:
             return await attempt()
         except Exception as exc:
-            if replica_crashed(exc):
-                poison.mark(key)
-                _logger.warning("a replica process died under the request; the input is marked poison")
-                raise poison_error() from exc
-            wait_s = backoff_s(resend)
-            if not replica_lost(exc) or resend == retries or time.time() + wait_s >= deadline:
+            death = crashed_replica(exc)
+            if death is not None:
+                _logger.warning("a replica process died under the request; its input is a suspect")
+                decision = await evidence.on_death(key, death)
+                continue
+            delay = wait_s(resend)
+            if not retryable(exc) or resend == retries or time.time() + delay >= deadline:
                 raise
             resend += 1
             _logger.warning("a replica was lost under the request; sending it again (attempt %d)", resend + 1)
-            await asyncio.sleep(wait_s)
+            await asyncio.sleep(delay)
