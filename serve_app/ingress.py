@@ -28,7 +28,8 @@ from serve_app import access, jobs, multipart, openapi, web
 from serve_app.admission import Admission, Overloaded
 from serve_app.errors import CODE_BY_HTTP_STATUS, ApiError, deadline_error, overloaded_error, to_api_error
 from serve_app.readiness import Readiness, Snapshot
-from serve_app.evidence import Evidence, cartoonize_alone, run_alone
+from serve_app.shared_book import Evidence
+from serve_app.trials import cartoonize_alone, run_alone
 from serve_app.resend import digest, with_resends
 
 _logger = logging.getLogger("ray.serve")

@@ -6,8 +6,8 @@ went away, an operator or the autoscaler killed it. Such a request is sent again
 to ``retries`` times within its deadline. A replica *process* that died while working
 (a crash, the kernel's or Ray's out-of-memory killer) may have been killed by one of
 the inputs in flight on it, or by none. Each of them becomes a suspect
-(``serve_app.suspects``): it is tried once alone, in a process of its own
-(``serve_app.evidence``), and only if that process dies too is it poison. An innocent
+(``serve_app.suspects``, shared by ``serve_app.shared_book``): it is tried once alone, in a process of its own
+(``serve_app.trials``), and only if that process dies too is it poison. An innocent
 input loses nothing: its trial's answer is its answer.
 """
 
@@ -75,9 +75,9 @@ async def with_resends(
 
     Args:
         attempt: one pass through the shared replicas.
-        alone: one pass in a process of its own (``serve_app.evidence.run_alone``).
+        alone: one pass in a process of its own (``serve_app.trials.run_alone``).
         key: the input's identity (``digest``) in the book.
-        evidence: the book (``serve_app.evidence.Evidence``, or any object with its
+        evidence: the book (``serve_app.shared_book.Evidence``, or any object with its
             coroutines ``before_send``, ``on_death``, ``on_trial``, ``abandon_trial``).
         retries: resends at most after failures ``retryable`` accepts, each after
             ``wait_s(resend)``, within ``deadline``.

@@ -1,4 +1,4 @@
-"""Poison by evidence: the rules, with no Ray (``serve_app.evidence`` shares them across replicas).
+"""Poison by evidence: the rules, with no Ray (``serve_app.shared_book`` shares them across replicas).
 
 When a replica's process dies, every input in flight on it was there, and one death
 cannot say which of them did it. So each of them becomes a *suspect*, not poison. A
