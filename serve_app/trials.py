@@ -45,11 +45,22 @@ def compose_frame_alone(job: Job) -> np.ndarray:
     return Composer().picture(job)
 
 
+# Trials one Ingress replica runs at once: each is a fresh process loading the models
+# (hundreds of MB), and a crash under a video job makes every frame in flight a suspect.
+MAX_TRIALS_AT_ONCE = 2
+_trial_slots: asyncio.Semaphore | None = None
+
+
 async def run_alone(remote_function, *args, timeout_s: float):
     """Awaits a trial task; past ``timeout_s`` it is cancelled (its worker killed) and TimeoutError raised."""
-    reference = remote_function.remote(*args)
-    try:
-        return await asyncio.wait_for(asyncio.wrap_future(reference.future()), timeout_s)
-    except (asyncio.TimeoutError, asyncio.CancelledError):
-        ray.cancel(reference, force=True)
-        raise
+    global _trial_slots
+    if _trial_slots is None:  # made on the replica's event loop
+        _trial_slots = asyncio.Semaphore(MAX_TRIALS_AT_ONCE)
+    async with asyncio.timeout(timeout_s):
+        async with _trial_slots:
+            reference = remote_function.remote(*args)
+            try:
+                return await asyncio.wrap_future(reference.future())
+            except asyncio.CancelledError:
+                ray.cancel(reference, force=True)
+                raise
