@@ -215,8 +215,8 @@ class Ingress:
                                    timeout_s=remaining_s())
 
         try:
-            result = await with_resends(attempt, alone, digest(data), self.evidence, self.args.replica_retries,
-                                        deadline)
+            key = await asyncio.to_thread(digest, data)
+            result = await with_resends(attempt, alone, key, self.evidence, self.args.replica_retries, deadline)
         except ApiError:
             raise
         except asyncio.TimeoutError as exc:

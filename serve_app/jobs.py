@@ -211,12 +211,13 @@ class ServedStages:
             return stylized.with_full_size(full_size)
 
         alone = partial(run_alone, stylize_frame_alone, self.args, self.registry, rgb, faces, options)
-        return await self._retried(through_graph, alone, digest(b"stylize" + rgb.tobytes()))
+        key = await asyncio.to_thread(digest, b"stylize", rgb)
+        return await self._retried(through_graph, alone, key)
 
     async def compose(self, job: Job) -> np.ndarray:
         pieces, full_size = job.split_full_size()
         alone = partial(run_alone, compose_frame_alone, job)
-        key = digest(b"compose" + job.heads.tobytes() + job.background.tobytes())
+        key = await asyncio.to_thread(digest, b"compose", job.heads, job.background)
         return await self._retried(lambda: self.postprocessor.compose_frame.remote(pieces, full_size), alone, key)
 
 
