@@ -9,6 +9,7 @@ and one whose ``styles_dir`` holds the default styles plus a DCT-Net fixture con
 
 import copy
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -113,6 +114,9 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
         # its Ingress is the one the lost-job test kills.
         variant(app, "jobs", {"jobs_dir": str(tmp_path_factory.mktemp("small_jobs")), **JOBS_LIMITS}, {}),
     ]
+    if only := os.environ.get("CARTOON_TEST_APPS"):
+        # A few tests on a busy machine: only the apps they use (names, comma-separated).
+        config["applications"] = [a for a in config["applications"] if a["name"] in only.split(",")]
     ray.init(
         num_cpus=RAY_CPUS,
         include_dashboard=False,
