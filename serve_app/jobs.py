@@ -37,10 +37,10 @@ from cartoon.video.tracking import TrackerSettings
 from deployments.settings import AppArgs
 from serve_app import multipart
 from serve_app.errors import ERROR_SCHEMA, ApiError, replica_lost, to_api_error
-from serve_app.shared_book import Evidence
-from serve_app.trials import compose_frame_alone, run_alone, stylize_frame_alone
 from serve_app.job_store import CANCELLED_ERROR, JobStore
 from serve_app.resend import digest, with_resends
+from serve_app.shared_book import Evidence
+from serve_app.trials import compose_frame_alone, run_alone, stylize_frame_alone
 
 _logger = logging.getLogger("ray.serve")
 
