@@ -72,15 +72,18 @@ def test_a_replica_crash_under_a_job_costs_no_frame(client, tmp_path):
 
 
 def test_a_frame_that_kills_a_replica_and_its_trial_fails_the_job_with_poison_frame(client, tmp_path):
-    clip = clips.portrait_clip(tmp_path / "hopper.mp4", frames=24, audio=False)
+    clip = clips.portrait_clip(tmp_path / "hopper.mp4", frames=30, audio=False)
     response = client.post("/jobs/v1/jobs", content=clip.read_bytes())
     location = response.headers["location"]
     wait_for(client, location, ("running",))
-    crash_jobs_stage_when_busy("FaceAligner")
-    deadline = time.monotonic() + 120
-    while not (trials := own_processes("ray::stylize_frame_alone")):  # as the frame would kill it
-        assert time.monotonic() < deadline, "no frame was tried alone"
-        time.sleep(0.05)
-    os.kill(trials[0], signal.SIGKILL)
+    for _ in range(3):  # a kill may find only a request that was done meanwhile: kill again
+        crash_jobs_stage_when_busy("FaceAligner")
+        deadline = time.monotonic() + 60
+        while not (trials := own_processes("ray::stylize_frame_alone")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if trials:
+            os.kill(trials[0], signal.SIGKILL)  # as the frame would
+            break
+    assert trials, "no frame was tried alone"
     failed, _ = wait_for(client, location, ("failed", "done", "lost"))
     assert failed["state"] == "failed" and failed["error"]["code"] == "poison_frame", failed
