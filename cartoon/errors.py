@@ -97,3 +97,9 @@ class AudioNotMuxableError(CartoonError):
     """The source's audio cannot be copied into the asked output container (e.g. AAC into WebM)."""
 
     code = "audio_not_muxable"
+
+
+class PoisonFrameError(CartoonError):
+    """A video frame took a replica down, then the process it was tried in alone: the job stops."""
+
+    code = "poison_frame"

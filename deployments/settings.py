@@ -81,7 +81,9 @@ class AppArgs(BaseModel):
         "(proxy, Ingress, refusals) runs first on busy cores; 0 = as the proxy",
     )
     poison_ttl_s: float = Field(
-        3600.0, ge=0, description="seconds an input a replica process died on is refused (422 poison_input)"
+        3600.0, ge=0,
+        description="seconds an input in flight at a replica's crash is remembered (serve_app.suspects); one "
+        "whose trial alone crashed too is refused that long (422 poison_input)",
     )
     min_in_flight: int = Field(
         8, ge=1,

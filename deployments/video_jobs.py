@@ -17,6 +17,7 @@ them again (``serve_app.job_dispatch``).
 import asyncio
 import logging
 import time
+from functools import partial
 
 import numpy as np
 import ray
@@ -24,6 +25,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from cartoon.errors import PoisonFrameError
 from cartoon.image.faces import Face, FaceDetector
 from cartoon.image.finish import FINISHES
 from cartoon.image.pipeline import Job, Options
@@ -33,7 +35,10 @@ from cartoon.video.clip import ClipSettings, Progress, cartoonize_clip
 from cartoon.video.tracking import TrackerSettings
 from deployments.failures import replica_lost
 from deployments.job_store import CANCELLED_ERROR, Heartbeats, JobGone, JobStore
+from deployments.resend import digest, with_resends
 from deployments.settings import AppArgs
+from deployments.shared_book import Evidence
+from deployments.trials import compose_frame_alone, run_alone, stylize_frame_alone
 
 _logger = logging.getLogger("ray.serve")
 
@@ -54,24 +59,29 @@ class Superseded(Exception):
 
 
 class ServedStages:
-    """``cartoon.video.clip.FrameStages`` through the served graph, one call per frame and stage."""
+    """``cartoon.video.clip.FrameStages`` through the served graph, one call per frame and stage.
+
+    A frame follows the images' rule (``deployments.resend``): a frame in flight on a
+    replica whose process died is tried alone, and one that takes its trial down too
+    fails the job (422 ``poison_frame``).
+    """
 
     def __init__(self, aligner: DeploymentHandle, cartoonizer: DeploymentHandle, postprocessor: DeploymentHandle,
-                 style: str):
+                 style: str, evidence: Evidence, args: AppArgs, registry: StyleRegistry):
         self.aligner = aligner
         self.cartoonizer = cartoonizer.options(multiplexed_model_id=style)
         self.postprocessor = postprocessor
+        self.evidence, self.args, self.registry = evidence, args, registry
 
-    async def _retried(self, call):
-        """Awaits ``call()``, sent again while the graph is full or its replica died."""
-        for attempt in range(FRAME_RETRIES + 1):
-            try:
-                return await call()
-            except Exception as exc:
-                busy = isinstance(exc, BackPressureError) or replica_lost(exc)
-                if not busy or attempt == FRAME_RETRIES:
-                    raise
-                await asyncio.sleep(FRAME_RETRY_S * 2**attempt)
+    async def _retried(self, call, alone, key: str):
+        """Awaits ``call()``, sent again while the graph is full or its replica was lost."""
+        return await with_resends(
+            call, lambda: alone(timeout_s=self.args.request_timeout_s), key, self.evidence, FRAME_RETRIES,
+            deadline=float("inf"), poisoned=lambda: PoisonFrameError(
+                "a frame of this video took down a replica, then the process it was tried in alone"),
+            retryable=lambda exc: isinstance(exc, BackPressureError) or replica_lost(exc),
+            wait_s=lambda attempt: FRAME_RETRY_S * 2**attempt,
+        )
 
     async def stylize(self, rgb: np.ndarray, faces: list[Face], options: Options) -> Job:
         async def through_graph() -> Job:
@@ -79,11 +89,15 @@ class ServedStages:
             stylized = await self.cartoonizer.stylize.remote(pieces, finish=False)
             return stylized.with_full_size(full_size)
 
-        return await self._retried(through_graph)
+        alone = partial(run_alone, stylize_frame_alone, self.args, self.registry, rgb, faces, options)
+        key = await asyncio.to_thread(digest, b"stylize", rgb)
+        return await self._retried(through_graph, alone, key)
 
     async def compose(self, job: Job) -> np.ndarray:
         pieces, full_size = job.split_full_size()
-        return await self._retried(lambda: self.postprocessor.compose_frame.remote(pieces, full_size))
+        alone = partial(run_alone, compose_frame_alone, job)
+        key = await asyncio.to_thread(digest, b"compose", job.heads, job.background)
+        return await self._retried(lambda: self.postprocessor.compose_frame.remote(pieces, full_size), alone, key)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=1)
@@ -96,6 +110,7 @@ class VideoJobRunner:
         self.detector = FaceDetector(args.pipeline_settings().detector)
         self.handles = (aligner, cartoonizer, postprocessor)
         self.heartbeats = Heartbeats(self.store, args.job_lost_after_s / 4)
+        self.evidence = Evidence(serve.get_replica_context().app_name, args.poison_ttl_s, args.request_timeout_s)
 
     async def run(self, job_id: str, attempt: int) -> str:
         """Runs attempt ``attempt`` of a queued job to its end; returns the state it ended in.
@@ -166,7 +181,7 @@ class VideoJobRunner:
                                     max_output_pixels=self.args.max_output_pixels)
             report = await cartoonize_clip(
                 store.input_path(job_id), output, info, output_format, options,
-                ServedStages(*self.handles, style.name), self.detector,
+                ServedStages(*self.handles, style.name, self.evidence, self.args, self.registry), self.detector,
                 FINISHES[style.finish] if style.finish else None, settings, on_progress,
             )
         except (JobGone, Superseded):

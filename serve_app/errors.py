@@ -1,7 +1,6 @@
 """Where an HTTP error is chosen: every failure maps to a status and a JSON body."""
 
 from fastapi.responses import JSONResponse
-from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
 
 from cartoon.errors import (
@@ -12,6 +11,7 @@ from cartoon.errors import (
     NotAnImageError,
     NotAVideoError,
     OutputTooLargeError,
+    PoisonFrameError,
     TooLargeForDeviceError,
     TooManyPiecesError,
     TooManyPixelsError,
@@ -34,6 +34,7 @@ STATUS_BY_ERROR = {
     CorruptVideoError: 400,
     VideoTooLongError: 413,
     AudioNotMuxableError: 422,
+    PoisonFrameError: 422,
 }
 # Statuses Starlette raises itself (no route, wrong method), with our stable codes.
 CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed"}
@@ -66,18 +67,9 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-# How Ray words the death of a replica's *process* (a crash, an out-of-memory kill), as
-# opposed to its node dying or an operator's ray.kill: only the former may be the
-# input's doing (serve_app.resend).
-CRASH_MARKERS = ("worker process has died", "Worker unexpectedly exits")
-
-
-def replica_crashed(exc: BaseException) -> bool:
-    """Whether a replica's process died while working on the request."""
-    return any(
-        isinstance(cause, ActorDiedError) and any(marker in str(cause) for marker in CRASH_MARKERS)
-        for cause in _causes(exc)
-    )
+def poison_error() -> ApiError:
+    return ApiError(422, "poison_input", "this image took down a replica, then the process it was tried in alone; "
+                    "it is refused for a while")
 
 
 def deadline_error(timeout_s: float) -> ApiError:

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import logging
 import time
+from dataclasses import replace
 from typing import Literal
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -22,12 +23,14 @@ from cartoon.image import codec
 from cartoon.image.pipeline import Options, Result
 from cartoon.image.styles import StyleRegistry
 from deployments import metrics
+from deployments.resend import digest, with_resends
+from deployments.shared_book import Evidence
 from deployments.settings import AppArgs
+from deployments.trials import cartoonize_alone, run_alone
 from serve_app import access, jobs, multipart, openapi, web
 from serve_app.admission import Admission, Overloaded
-from serve_app.errors import CODE_BY_HTTP_STATUS, ApiError, deadline_error, overloaded_error, to_api_error
+from serve_app.errors import CODE_BY_HTTP_STATUS, ApiError, deadline_error, overloaded_error, poison_error, to_api_error
 from serve_app.readiness import Readiness, Snapshot
-from serve_app.resend import PoisonMarks, digest, poison_error, with_resends
 
 _logger = logging.getLogger("ray.serve")
 
@@ -118,8 +121,9 @@ class Ingress:
         self.registry = registry
         self.jobs = jobs.JobService(args, registry, video_jobs)
         self.admission = Admission(args.request_timeout_s, args.min_in_flight, args.max_in_flight)
-        self.poison = PoisonMarks(args.poison_ttl_s)
-        self.readiness = Readiness(serve.get_replica_context().app_name, cartoonizer, registry.default)
+        app_name = serve.get_replica_context().app_name
+        self.evidence = Evidence(app_name, args.poison_ttl_s, args.request_timeout_s)
+        self.readiness = Readiness(app_name, cartoonizer, registry.default)
         access.install(args)
         openapi.document(api, registry, args, access.resolve_api_key(args) is not None)
 
@@ -191,25 +195,31 @@ class Ingress:
     async def _cartoonize(self, data: bytes, options: Options, style: str, deadline: float) -> Result:
         """Runs one image through the graph before ``deadline`` (``time.time()``).
 
-        A request whose replica was lost is sent again, one that a replica crashed on
-        never (``serve_app.resend``).
+        A request whose replica was lost is sent again; one that a replica crashed on is
+        tried alone, and refused only if that kills its process too (``deployments.resend``).
 
         Raises:
             ApiError: for every failure, chosen by ``to_api_error``; a 500 only for our bugs.
         """
         start = time.perf_counter()
-        key = digest(data)
-        if key in self.poison:
-            raise poison_error()
 
-        async def attempt() -> Result:
+        def remaining_s() -> float:
             remaining = deadline - time.time()
             if remaining <= 0:
                 raise asyncio.TimeoutError
-            return await asyncio.wait_for(self._through_graph(data, options, style, deadline), remaining)
+            return remaining
+
+        async def attempt() -> Result:
+            return await asyncio.wait_for(self._through_graph(data, options, style, deadline), remaining_s())
+
+        async def alone() -> Result:
+            return await run_alone(cartoonize_alone, self.args, self.registry, data, replace(options, style=style),
+                                   timeout_s=remaining_s())
 
         try:
-            result = await with_resends(attempt, key, self.poison, self.args.replica_retries, deadline)
+            key = await asyncio.to_thread(digest, data)
+            result = await with_resends(attempt, alone, key, self.evidence, self.args.replica_retries, deadline,
+                                        poisoned=poison_error)
         except ApiError:
             raise
         except asyncio.TimeoutError as exc:

@@ -1,4 +1,5 @@
-"""Small test videos made from the packaged photos: a slow camera move, a sine tone muxed by PyAV."""
+"""Small test videos made from the packaged photos: a slow camera move, sine tones muxed by PyAV;
+and hostile ones: no declared duration, frames larger than the header says, stamps repeated."""
 
 from fractions import Fraction
 from pathlib import Path
@@ -38,25 +39,36 @@ def write_clip(
     container: str = "mp4",
     codec: str = "libx264",
     audio_codec: str = "aac",
+    tones_hz: tuple[float, ...] = (TONE_HZ,),
+    subtitles: tuple[str, ...] = (),
+    options: dict | None = None,
 ) -> Path:
     """Encodes upright frames (stored turned by ``rotation``, with a display matrix saying so)
-    and, with ``audio``, a sine tone lasting as long as the video."""
+    and, with ``audio``, one audio stream per tone of ``tones_hz`` lasting as long as the video,
+    and one SubRip stream per text of ``subtitles`` (shown for the first second). ``options``
+    go to the muxer (Matroska's ``live`` writes no duration, as MediaRecorder does)."""
     stored = [np.ascontiguousarray(np.rot90(frame, -(rotation // 90) % 4)) for frame in frames]
-    with av.open(str(path), "w", format=container) as output:
+    with av.open(str(path), "w", format=container, options=options or {}) as output:
         stream = output.add_stream(codec, rate=fps)
         stream.height, stream.width = stored[0].shape[:2]
         stream.pix_fmt = "yuv420p"
         if rotation:
             stream.set_display_rotation(rotation)
-        sound = output.add_stream(audio_codec, rate=AUDIO_RATE, layout="mono") if audio else None
+        sounds = [output.add_stream(audio_codec, rate=AUDIO_RATE, layout="mono") for _ in tones_hz] if audio else []
+        texts = []
+        for text in subtitles:
+            track = output.add_stream("subrip")
+            track.codec_context.time_base = track.time_base = Fraction(1, 1000)
+            track.codec_context.subtitle_header = b"[Script Info]\n"  # FFmpeg's text encoders need one
+            texts.append((track, text))
         for index, rgb in enumerate(stored):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = index, Fraction(1, fps)
             output.mux(stream.encode(frame))
         output.mux(stream.encode())
-        if sound is not None:
+        for sound, tone_hz in zip(sounds, tones_hz):
             samples = round(len(frames) / fps * AUDIO_RATE)
-            tone = 0.3 * np.sin(2 * np.pi * TONE_HZ * np.arange(samples) / AUDIO_RATE)
+            tone = 0.3 * np.sin(2 * np.pi * tone_hz * np.arange(samples) / AUDIO_RATE)
             chunk = 1024
             for start in range(0, samples, chunk):
                 frame = av.AudioFrame.from_ndarray(tone[None, start:start + chunk].astype(np.float32),
@@ -64,6 +76,37 @@ def write_clip(
                 frame.sample_rate, frame.pts = AUDIO_RATE, start
                 output.mux(sound.encode(frame))
             output.mux(sound.encode())
+        for track, text in texts:
+            packet = av.Packet(text.encode())
+            packet.stream, packet.time_base = track, Fraction(1, 1000)
+            packet.pts = packet.dts = 0
+            packet.duration = 1000
+            output.mux(packet)
+    return path
+
+
+def mjpeg_clip(path: Path, frames: list[np.ndarray], stamps: list[int] | None = None, fps: int = 12) -> Path:
+    """A Matroska of Motion JPEG frames whose header declares the first frame's size.
+
+    Every frame is a JPEG of its own size, so a later frame may be larger than the header
+    says; ``stamps`` (in 1/fps, one per frame, default 0, 1, 2...) are written as they
+    are, repeated ones included (Matroska takes those).
+    """
+    stamps = list(range(len(frames))) if stamps is None else stamps
+    with av.open(str(path), "w", format="matroska") as output:
+        stream = output.add_stream("mjpeg", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuvj420p"
+        for index, (rgb, stamp) in enumerate(zip(frames, stamps)):
+            encoder = av.CodecContext.create("mjpeg", "w")
+            encoder.height, encoder.width = rgb.shape[:2]
+            encoder.pix_fmt, encoder.time_base = "yuvj420p", Fraction(1, fps)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuvj420p")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            for packet in encoder.encode(frame):
+                packet.stream, packet.time_base = stream, Fraction(1, fps)
+                packet.pts = packet.dts = stamp
+                output.mux(packet)
     return path
 
 

@@ -164,7 +164,7 @@ async def cartoonize_clip(
         finally:
             busy[name] += time.perf_counter() - start
 
-    decoded = media.frames(source, info.rotation)
+    decoded = media.frames(source, info.rotation, info.limits)
     writer = await on("encode", media.VideoWriter, destination, source, info, output_format,
                       *((width, height) if info.rotation % 180 == 0 else (height, width)))
     stylized: asyncio.Queue = asyncio.Queue(settings.frames_in_flight)

@@ -9,6 +9,7 @@ and one whose ``styles_dir`` holds the default styles plus a DCT-Net fixture con
 
 import copy
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -114,6 +115,9 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
         variant(app, "jobs", {"jobs_dir": str(tmp_path_factory.mktemp("small_jobs")), **JOBS_LIMITS,
                               "job_max_attempts": 1}, {}),
     ]
+    if only := os.environ.get("CARTOON_TEST_APPS"):
+        # A few tests on a busy machine: only the apps they use (names, comma-separated).
+        config["applications"] = [a for a in config["applications"] if a["name"] in only.split(",")]
     ray.init(
         num_cpus=RAY_CPUS,
         include_dashboard=False,
