@@ -19,12 +19,21 @@ out one of two ways:
   of their own that hold a face detector each (docs/BENCHMARKS.md: 1.3x the images/s
   of ``staged``, and of the HTTP mode, on 2 cores).
 
-Planning, naming, the report and the exit codes are ``cartoon.batch.files``' and ``cartoon.batch.command``'s. Each output is
-written by the process that composed it, at the path the HTTP mode uses, through a
-temporary file and a rename; a failed photo becomes a row with its error, never an
-exception, so one photo never stops the run. Ray Data retries the tasks and restarts
-the actors that a lost worker or node took with it; a retried task writes the same
-output again, so a retry is harmless.
+Planning, naming, the report and the exit codes are ``cartoon.batch.files``' and
+``cartoon.batch.command``'s. The plan streams in: a thread of the driver walks the folder
+(``files.plan``, a folder at a time) and hands photos over in chunks through a queue to
+the dataset's one read task (``Listing``), never more than the ``Ledger``'s bound out at
+once, so a run of a million photos starts at once with the driver's memory bounded.
+Each output is written by the process that composed it, at the path the HTTP mode uses,
+through a temporary file and a rename; a failed photo becomes a row with its error,
+never an exception, so one photo never stops the run.
+
+A worker that dies (a crash in a decoder, the OOM killer, a lost node) is not retried
+by Ray, which would retry a photo that crashes its worker without end: the call fails,
+its block is dropped and its actor restarted. Its photos never come back, so they are
+still in the ``Ledger`` when the stream ends: suspects, run again each alone (one photo
+per call, no other call on its actor). A suspect that kills its worker a second time
+is reported as poison; the others are done as if nothing had happened.
 """
 
 import functools
@@ -32,21 +41,25 @@ import logging
 import math
 import pickle
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import ray
 import torch
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+from ray.util.queue import Queue
 from tqdm import tqdm
 
 from cartoon.batch import videos
 from cartoon.model.device import cap_memory, resolve_device
 from cartoon.errors import CartoonError, DeviceOutOfMemoryError, TooLargeForDeviceError, WeightsError
-from cartoon.batch.files import (Location, Tally, UsageError, plan_location, record, remove_partials, report_ignored,
-                            write_atomic)
+from cartoon.batch.files import Location, Tally, UsageError, plan, record, remove_partials, report_listing, write_atomic
 from cartoon.image.pipeline import Composer, Job, Options, PipelineSettings, Preparer, stylize_jobs
 from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
 
@@ -55,6 +68,15 @@ from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
 # spread over the cluster's CPUs.
 ROWS_PER_BLOCK = 4
 NO_RESULT = "no result came back from Ray Data"
+POISON = "poison: its worker died while cartoonizing it, twice, the second time with no other photo in flight"
+# Rows per hand-over from the planning thread (one call to the queue's actor each).
+CHUNK_ROWS = 64
+# Rows handed to Ray Data and not back yet, at most (more if the pool needs more to
+# stay busy): what bounds the driver's memory, whatever the folder holds.
+IN_FLIGHT_ROWS = 4096
+# Calls Ray Data sends each pool actor at once (its default: twice the actor's one
+# running call): all of them fail, and their photos become suspects, when it dies.
+DEFAULT_CALLS_PER_ACTOR = 2
 # What a UNet actor holds at most on a CPU: 1.4 GB measured at a batch of eight 1024 px
 # photos, 1.9 GB for 12 MP ones. Declared so Ray never packs more actors on a node than
 # its memory holds; and, differing from the prepare map's resources, it keeps Ray Data
@@ -239,36 +261,164 @@ class PhotoStage:
         return {"relative": batch["relative"], "error": np.array(errors, dtype=object)}
 
 
-def dataset(rows: list[dict], source: Location, target: Location, options: Options,
-            settings: RaySettings) -> ray.data.Dataset:
-    """The whole job as a Ray Data dataset of (relative, error) rows, one per photo.
+class Listing(Datasource):
+    """The planned photos as the driver's planning thread hands them over, chunk by chunk, through ``queue``.
 
-    ``settings.unet_actors`` must be set (``fill_cluster``).
+    One read task, streaming: it turns each chunk into blocks of ``ROWS_PER_BLOCK`` rows
+    and ends at ``None``. The listing never sits whole anywhere: the driver plans a folder
+    at a time and hands over no more than its ``Ledger`` lets it.
     """
-    blocks = max(1, math.ceil(len(rows) / ROWS_PER_BLOCK))
-    photos = ray.data.from_items(rows, override_num_blocks=blocks)
-    pool = {"compute": ray.data.ActorPoolStrategy(size=settings.unet_actors), "batch_size": settings.batch_size,
-            "batch_format": "numpy", "num_cpus": settings.cpus_per_actor, "num_gpus": settings.gpus_per_actor,
-            "memory": UNET_ACTOR_MEMORY_BYTES}
+
+    def __init__(self, queue: Queue):
+        self.queue = queue
+
+    def estimate_inmemory_data_size(self) -> None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None) -> list[ReadTask]:
+        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+        return [ReadTask(functools.partial(_blocks, self.queue), metadata)]
+
+
+def _blocks(queue: Queue):
+    while (chunk := queue.get()) is not None:
+        for start in range(0, len(chunk), ROWS_PER_BLOCK):
+            yield pa.Table.from_pylist(chunk[start:start + ROWS_PER_BLOCK])
+
+
+class Ledger:
+    """The driver's account of the photos handed to Ray Data and not back yet.
+
+    It bounds them (``limit``): the planning thread waits for room, so neither the
+    driver nor Ray Data holds more of the listing than that, however large the folder.
+    A photo whose outcome never comes back (its block was dropped: its worker died) is
+    still here when the run ends: a suspect.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.rows: dict[str, dict] = {}
+        self.handed_over = 0
+        self.stopped = False
+        self.feed_error: Exception | None = None  # what stopped the planning thread, if anything did
+        self._condition = threading.Condition()
+
+    def full(self) -> bool:
+        with self._condition:
+            return len(self.rows) >= self.limit
+
+    def wait_for_room(self) -> bool:
+        """Waits until a row may be handed over; False once the run stopped."""
+        with self._condition:
+            self._condition.wait_for(lambda: len(self.rows) < self.limit or self.stopped)
+            return not self.stopped
+
+    def hand_over(self, row: dict) -> None:
+        with self._condition:
+            self.rows[row["relative"]] = row
+            self.handed_over += 1
+
+    def back(self, relative: str) -> bool:
+        """Whether ``relative`` was out (its first outcome, not a retry's second)."""
+        with self._condition:
+            returned = self.rows.pop(relative, None) is not None
+            self._condition.notify_all()
+            return returned
+
+    def stop(self) -> None:
+        with self._condition:
+            self.stopped = True
+            self._condition.notify_all()
+
+
+def _feed(planned, source: Location, target: Location, queue: Queue, ledger: Ledger, tally: Tally,
+          bar: tqdm) -> None:
+    """The planning thread: walks the folder and hands its photos to ``Listing`` as the ``ledger`` allows.
+
+    Clips are failures here (they go through the service). Once the run has stopped
+    (``ledger.stop``), it stops too, leaving the photos it had not planned in ``planned``.
+    """
+    chunk: list[dict] = []
+    try:
+        for item in planned:
+            if videos.is_video(item.relative):
+                tally.fail(item.relative, "video clips go through the service's jobs API: run without --engine ray")
+                continue
+            if ledger.full() and chunk:
+                queue.put(chunk)  # what waits for room must be on its way, or nothing ever comes back
+                chunk = []
+            stopped = not ledger.wait_for_room()
+            row = {"relative": str(item.relative), "source": source.join(item.relative),
+                   "target": target.join(item.output), "output": str(item.output)}
+            ledger.hand_over(row)
+            if stopped:
+                return  # the run reports the photo with the others it did not finish
+            chunk.append(row)
+            if len(chunk) == CHUNK_ROWS:
+                queue.put(chunk)
+                chunk = []
+        queue.put(chunk)
+        queue.put(None)
+        bar.total = ledger.handed_over
+        bar.refresh()
+    # The queue's actor gone with the cluster: the run fails, and reports the rest.
+    except Exception as exc:
+        ledger.feed_error = exc
+
+
+def _pool(settings: RaySettings, alone: bool) -> dict:
+    """The UNet actor pool's map_batches arguments.
+
+    Nothing is retried by Ray: a call whose actor died fails at once (``max_task_retries``
+    0) and its block is dropped (``max_errored_blocks``, see ``run``); the actor itself is
+    restarted. ``alone``: one photo per call and no other call queued on its actor, so a
+    death convicts that photo and nothing else.
+    """
+    in_flight = 1 if alone else DEFAULT_CALLS_PER_ACTOR
+    return {"compute": ray.data.ActorPoolStrategy(size=settings.unet_actors, max_tasks_in_flight_per_actor=in_flight),
+            "batch_size": 1 if alone else settings.batch_size, "batch_format": "numpy",
+            "num_cpus": settings.cpus_per_actor, "num_gpus": settings.gpus_per_actor,
+            "memory": UNET_ACTOR_MEMORY_BYTES, "max_restarts": -1, "max_task_retries": 0}
+
+
+def dataset(photos: ray.data.Dataset, source: Location, target: Location, options: Options,
+            settings: RaySettings, alone: bool = False) -> ray.data.Dataset:
+    """The whole job on ``photos`` (rows of relative, source and target paths), as (relative, error) rows.
+
+    ``settings.unet_actors`` must be set (``fill_cluster``). ``alone``: each photo in a
+    call of its own (``_pool``).
+    """
+    pool = _pool(settings, alone)
     if settings.chosen_layout == "whole":
         return photos.map_batches(PhotoStage, fn_constructor_kwargs={
             "options": options, "settings": settings.pipeline, "source": source.filesystem,
             "target": target.filesystem}, **pool)
+    task = {"num_cpus": settings.cpus_per_task, "max_retries": 0}
     return (
         photos.map(prepare, fn_kwargs={"filesystem": source.filesystem, "options": options,
-                                       "settings": settings.pipeline}, num_cpus=settings.cpus_per_task)
+                                       "settings": settings.pipeline}, **task)
         .map_batches(UNetStage, fn_constructor_kwargs={"style": options.style, "settings": settings.pipeline},
                      **pool)
-        .map(compose, fn_kwargs={"filesystem": target.filesystem}, num_cpus=settings.cpus_per_task)
+        .map(compose, fn_kwargs={"filesystem": target.filesystem}, **task)
     )
+
+
+def _outcomes(photos: ray.data.Dataset, ledger: Ledger, tally: Tally, bar: tqdm, *args, **kwargs) -> None:
+    """Records each photo's first outcome."""
+    for outcome in dataset(photos, *args, **kwargs).iter_rows():
+        if ledger.back(outcome["relative"]):  # each photo once, whatever was retried
+            record(tally, bar, PurePosixPath(outcome["relative"]), outcome["error"] or None)
 
 
 def run(source: Location, target: Location, options: Options, settings: RaySettings, overwrite: bool,
         tally: Tally, started: list[float]) -> None:
     """Cartoonizes every photo under ``source`` into ``target`` on the connected Ray cluster.
 
-    Fills ``tally`` as photos finish; every planned photo ends done or among its
-    failures, unless the run is interrupted. ``started`` receives the start time.
+    Planning streams into the run (``_feed``, ``Listing``). A photo whose worker died
+    with it (its block dropped) is a suspect: when the stream is done, each suspect runs
+    again alone; one that takes its worker down again is reported as poison. Fills
+    ``tally`` as photos finish; every planned photo ends done or among its failures,
+    unless the run is interrupted. ``started`` receives the start time.
 
     Raises:
         UsageError: an unknown style, weights that do not load, no input folder.
@@ -279,34 +429,46 @@ def run(source: Location, target: Location, options: Options, settings: RaySetti
         raise UsageError(exc.args[0]) from exc
     except WeightsError as exc:
         raise UsageError(str(exc)) from exc
-    planned, ignored = plan_location(source, target, options.format, overwrite, tally)
-    report_ignored(ignored)
-    for relative in [relative for relative, _ in planned if videos.is_video(relative)]:
-        tally.fail(relative, "video clips go through the service's jobs API: run without --engine ray")
-    planned = [(relative, output) for relative, output in planned if not videos.is_video(relative)]
-    rows = [{"relative": str(relative), "source": source.join(relative), "target": target.join(output)}
-            for relative, output in planned]
+    planned = plan(source, target, options.format, overwrite, tally)
+    context = ray.data.DataContext.get_current()
     # The driver's own bar counts photos; Ray Data's per-operator bars would interleave with it.
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context.enable_progress_bars = False
+    # A block whose worker died is dropped, not the run: its photos are the suspects.
+    context.max_errored_blocks = -1
+    settings = fill_cluster(settings, ray.cluster_resources())
+    ledger = Ledger(max(IN_FLIGHT_ROWS, 2 * DEFAULT_CALLS_PER_ACTOR * settings.unet_actors * settings.batch_size))
+    queue = Queue()
     started.append(time.perf_counter())
-    waiting = {row["relative"] for row in rows}
-    missing = NO_RESULT
-    with tqdm(total=len(rows), unit="img", dynamic_ncols=True) as bar:
+    missing, retried = POISON, []
+    with tqdm(total=None, unit="img", dynamic_ncols=True) as bar:
+        feeder = threading.Thread(target=_feed, args=(planned, source, target, queue, ledger, tally, bar),
+                                  name="cartoonize-batch planning", daemon=True)
+        feeder.start()
         try:
-            if rows:
-                settings = fill_cluster(settings, ray.cluster_resources())
-                for outcome in dataset(rows, source, target, options, settings).iter_rows():
-                    if outcome["relative"] in waiting:  # each photo once, whatever was retried
-                        waiting.discard(outcome["relative"])
-                        record(tally, bar, PurePosixPath(outcome["relative"]), outcome["error"] or None)
-        # The run itself failed (retries used up, the cluster gone): what it did not
-        # finish is reported, photo by photo, like any other failure.
+            _outcomes(ray.data.read_datasource(Listing(queue), override_num_blocks=1), ledger, tally, bar,
+                      source, target, options, settings)
+            feeder.join()
+            if ledger.feed_error is not None:
+                raise ledger.feed_error
+            retried = list(ledger.rows.values())
+            if retried:
+                bar.write(f"{len(retried)} photos were on workers that died: each again, alone")
+                alone = ray.data.from_items(retried, override_num_blocks=len(retried))
+                _outcomes(alone, ledger, tally, bar, source, target, options, settings, alone=True)
+        # The run itself failed (the cluster gone): what it did not finish is reported,
+        # photo by photo, like any other failure.
         except Exception as exc:
             missing = f"{NO_RESULT}: the run failed: {exc!r:.500}"
-        for relative in sorted(waiting):
-            record(tally, bar, PurePosixPath(relative), missing)
-    if rows:
-        _tidy_unfinished_writes(target, [output for _, output in planned])
+        finally:
+            ledger.stop()
+            feeder.join()
+        unfinished = list(ledger.rows.values())
+        for row in unfinished:
+            record(tally, bar, PurePosixPath(row["relative"]), missing)
+        for item in planned:  # what planning had not reached when the run failed
+            record(tally, bar, item.relative, missing)
+    report_listing(tally)
+    _tidy_unfinished_writes(target, [PurePosixPath(row["output"]) for row in retried + unfinished])
 
 
 def _tidy_unfinished_writes(target: Location, outputs: list[PurePosixPath]) -> None:
