@@ -103,7 +103,7 @@ def _summarize(args: argparse.Namespace, tally: Tally, started: list[float], int
         print(f"  failed: {failure['input']}: {failure['error']}")
     if tally.report is not None:
         summary = {"done": tally.done, "skipped": tally.skipped, "failed": len(tally.failures),
-                   "retries": tally.retries, "interrupted": interrupted}
+                   "retries": tally.retries, "ignored": tally.ignored, "interrupted": interrupted}
         tally.report.write(json.dumps({"summary": summary}) + "\n")
 
 

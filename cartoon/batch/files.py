@@ -198,7 +198,11 @@ def walk(source: Location, excluded: Location, tally: Tally) -> Iterator[tuple[P
                 tally.links_cut += 1
                 continue
             walked.add(identity)
-        files, folders = source.listing(folder)
+        try:
+            files, folders = source.listing(folder)
+        except OSError as exc:  # no permission, a store that does not answer: its photos are failures
+            tally.fail(folder, f"io: the folder cannot be listed: {exc}")
+            continue
         yield folder, sorted(files)
         # Popped last-in first-out: pushed in reverse, so walked in path order.
         pending += [folder / name for name in sorted(folders, reverse=True) if not name.startswith(".")]

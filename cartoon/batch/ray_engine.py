@@ -43,6 +43,7 @@ import pickle
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
@@ -59,7 +60,7 @@ from tqdm import tqdm
 from cartoon.batch import videos
 from cartoon.model.device import cap_memory, resolve_device
 from cartoon.errors import CartoonError, DeviceOutOfMemoryError, TooLargeForDeviceError, WeightsError
-from cartoon.batch.files import Location, Tally, UsageError, plan, record, remove_partials, report_listing, write_atomic
+from cartoon.batch.files import Location, Planned, Tally, UsageError, plan, record, remove_partials, report_listing, write_atomic
 from cartoon.image.pipeline import Composer, Job, Options, PipelineSettings, Preparer, stylize_jobs
 from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
 
@@ -410,26 +411,16 @@ def _outcomes(photos: ray.data.Dataset, ledger: Ledger, tally: Tally, bar: tqdm,
             record(tally, bar, PurePosixPath(outcome["relative"]), outcome["error"] or None)
 
 
-def run(source: Location, target: Location, options: Options, settings: RaySettings, overwrite: bool,
+def run(planned: Iterator[Planned], source: Location, target: Location, options: Options, settings: RaySettings,
         tally: Tally, started: list[float]) -> None:
-    """Cartoonizes every photo under ``source`` into ``target`` on the connected Ray cluster.
+    """Cartoonizes the ``planned`` photos (``files.plan``) of ``source`` into ``target`` on the connected Ray cluster.
 
     Planning streams into the run (``_feed``, ``Listing``). A photo whose worker died
     with it (its block dropped) is a suspect: when the stream is done, each suspect runs
     again alone; one that takes its worker down again is reported as poison. Fills
     ``tally`` as photos finish; every planned photo ends done or among its failures,
     unless the run is interrupted. ``started`` receives the start time.
-
-    Raises:
-        UsageError: an unknown style, weights that do not load, no input folder.
     """
-    try:
-        StyleRegistry.from_directory(DEFAULT_STYLES_DIR).get(options.style)
-    except KeyError as exc:
-        raise UsageError(exc.args[0]) from exc
-    except WeightsError as exc:
-        raise UsageError(str(exc)) from exc
-    planned = plan(source, target, options.format, overwrite, tally)
     context = ray.data.DataContext.get_current()
     # The driver's own bar counts photos; Ray Data's per-operator bars would interleave with it.
     context.enable_progress_bars = False
@@ -487,6 +478,14 @@ def main(args, options: Options, tally: Tally, started: list[float]) -> None:
         pipeline=PipelineSettings(tile=args.tile),
     )
     source, target = Location.parse(args.input_dir), Location.parse(args.output)
+    # What would fail every photo fails before Ray starts.
+    try:
+        StyleRegistry.from_directory(DEFAULT_STYLES_DIR).get(options.style)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from exc
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from exc
+    planned = plan(source, target, options.format, args.overwrite, tally)
     # Without --address a Ray of its own ("local"), never one that happens to run on this
     # machine, and without a dashboard; a cluster keeps its own.
     local = {} if args.address else {"include_dashboard": False}
@@ -498,6 +497,6 @@ def main(args, options: Options, tally: Tally, started: list[float]) -> None:
         where = f"at {args.address}" if args.address else "of its own on this machine"
         raise UsageError(f"no Ray {where}: {exc}") from exc
     try:
-        run(source, target, options, settings, args.overwrite, tally, started)
+        run(planned, source, target, options, settings, tally, started)
     finally:
         ray.shutdown()
