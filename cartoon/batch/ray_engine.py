@@ -302,6 +302,7 @@ class Ledger:
         self.rows: dict[str, dict] = {}
         self.handed_over = 0
         self.stopped = False
+        self.listed = False  # every photo handed over; the end of the listing on its way
         self.feed_error: Exception | None = None  # what stopped the planning thread, if anything did
         self._condition = threading.Condition()
 
@@ -326,6 +327,18 @@ class Ledger:
             returned = self.rows.pop(relative, None) is not None
             self._condition.notify_all()
             return returned
+
+    def take_out(self) -> list[dict]:
+        """The photos out and not back, no longer counted against the bound (the suspects of a finished pass)."""
+        with self._condition:
+            rows, self.rows = list(self.rows.values()), {}
+            self._condition.notify_all()
+            return rows
+
+    def put_back(self, rows: list[dict]) -> None:
+        """``rows`` out again (the suspects' pass), whatever the bound."""
+        with self._condition:
+            self.rows.update((row["relative"], row) for row in rows)
 
     def stop(self) -> None:
         with self._condition:
@@ -360,6 +373,7 @@ def _feed(planned, source: Location, target: Location, queue: Queue, ledger: Led
                 queue.put(chunk)
                 chunk = []
         queue.put(chunk)
+        ledger.listed = True  # before the end is sent: the run must not see the end and not this
         queue.put(None)
         bar.total = ledger.handed_over
         bar.refresh()
@@ -437,14 +451,20 @@ def run(planned: Iterator[Planned], source: Location, target: Location, options:
                                   name="cartoonize-batch planning", daemon=True)
         feeder.start()
         try:
-            _outcomes(ray.data.read_datasource(Listing(queue), override_num_blocks=1), ledger, tally, bar,
-                      source, target, options, settings)
-            feeder.join()
-            if ledger.feed_error is not None:
-                raise ledger.feed_error
-            retried = list(ledger.rows.values())
+            while True:
+                # The read task holds no CPU: it waits on the queue while the photos use them.
+                listing = ray.data.read_datasource(Listing(queue), override_num_blocks=1, num_cpus=0)
+                _outcomes(listing, ledger, tally, bar, source, target, options, settings)
+                retried += ledger.take_out()
+                if ledger.feed_error is not None:
+                    raise ledger.feed_error
+                if ledger.listed and queue.empty():
+                    break
+                # The stream ended before the listing did (the read task's worker died):
+                # another read task takes up the queue where it stopped.
             if retried:
                 bar.write(f"{len(retried)} photos were on workers that died: each again, alone")
+                ledger.put_back(retried)
                 alone = ray.data.from_items(retried, override_num_blocks=len(retried))
                 _outcomes(alone, ledger, tally, bar, source, target, options, settings, alone=True)
         # The run itself failed (the cluster gone): what it did not finish is reported,
@@ -454,7 +474,7 @@ def run(planned: Iterator[Planned], source: Location, target: Location, options:
         finally:
             ledger.stop()
             feeder.join()
-        unfinished = list(ledger.rows.values())
+        unfinished = ledger.take_out()
         for row in unfinished:
             record(tally, bar, PurePosixPath(row["relative"]), missing)
         for item in planned:  # what planning had not reached when the run failed
