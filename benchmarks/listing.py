@@ -113,7 +113,7 @@ def measure(mode: str, folders: int, per_folder: int, taken: int) -> dict:
 
     from cartoon.batch import files, ray_engine
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     filesystem = pafs.PyFileSystem(SyntheticFolder(folders, per_folder))
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
