@@ -372,7 +372,8 @@ def _feed(planned, source: Location, target: Location, queue: Queue, ledger: Led
             if len(chunk) == CHUNK_ROWS:
                 queue.put(chunk)
                 chunk = []
-        queue.put(chunk)
+        if chunk:
+            queue.put(chunk)
         ledger.listed = True  # before the end is sent: the run must not see the end and not this
         queue.put(None)
         bar.total = ledger.handed_over
