@@ -2,8 +2,8 @@
 
 Two engines: ``--engine http`` (``cartoon.batch.http_engine``: through the service at
 ``--url``, or in this process without it) and ``--engine ray`` (``cartoon.batch.ray_engine``:
-Ray Data on a Ray cluster, where the folders may also be pyarrow filesystem URIs).
-What is done and where it goes is ``cartoon.batch.files``.
+Ray Data on a Ray cluster). In both, the folders are local paths or pyarrow filesystem
+URIs (s3://, gs://, file://). What is done and where it goes is ``cartoon.batch.files``.
 
 Exit codes: 0 all done, 1 some failed, 2 usage error, 130 interrupted (Ctrl-C).
 """
