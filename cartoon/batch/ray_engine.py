@@ -20,18 +20,14 @@ out one of two ways:
   of ``staged``, and of the HTTP mode, on 2 cores).
 
 Planning, naming, the report and the exit codes are ``cartoon.batch.files``' and
-``cartoon.batch.command``'s. The plan streams in: a thread of the driver walks the folder
-(``files.plan``, a folder at a time) and hands photos over in chunks through a queue to
-the dataset's one read task (``Listing``), never more than the ``Ledger``'s bound out at
-once, so a run of a million photos starts at once with the driver's memory bounded.
-Each output is written by the process that composed it, at the path the HTTP mode uses,
-through a temporary file and a rename; a failed photo becomes a row with its error,
-never an exception, so one photo never stops the run.
+``cartoon.batch.command``'s. Each output is written by the process that composed it, at
+the path the HTTP mode uses, through a temporary file and a rename; a failed photo
+becomes a row with its error, never an exception, so one photo never stops the run.
 
 A worker that dies (a crash in a decoder, the OOM killer, a lost node) is not retried
 by Ray, which would retry a photo that crashes its worker without end: the call fails,
 its block is dropped and its actor restarted. Its photos never come back, so they are
-still in the ``Ledger`` when the stream ends: suspects, run again each alone (one photo
+still waiting when the others are done: suspects, run again each alone (one photo
 per call, no other call on its actor). A suspect that kills its worker a second time
 is reported as poison; the others are done as if nothing had happened.
 """
@@ -41,7 +37,6 @@ import logging
 import math
 import pickle
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -49,12 +44,8 @@ from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import ray
 import torch
-from ray.data.block import BlockMetadata
-from ray.data.datasource import Datasource, ReadTask
-from ray.util.queue import Queue
 from tqdm import tqdm
 
 from cartoon.batch import videos
@@ -70,11 +61,6 @@ from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
 ROWS_PER_BLOCK = 4
 NO_RESULT = "no result came back from Ray Data"
 POISON = "poison: its worker died while cartoonizing it, twice, the second time with no other photo in flight"
-# Rows per hand-over from the planning thread (one call to the queue's actor each).
-CHUNK_ROWS = 64
-# Rows handed to Ray Data and not back yet, at most (more if the pool needs more to
-# stay busy): what bounds the driver's memory, whatever the folder holds.
-IN_FLIGHT_ROWS = 4096
 # Calls Ray Data sends each pool actor at once (its default: twice the actor's one
 # running call): all of them fail, and their photos become suspects, when it dies.
 DEFAULT_CALLS_PER_ACTOR = 2
@@ -262,127 +248,6 @@ class PhotoStage:
         return {"relative": batch["relative"], "error": np.array(errors, dtype=object)}
 
 
-class Listing(Datasource):
-    """The planned photos as the driver's planning thread hands them over, chunk by chunk, through ``queue``.
-
-    One read task, streaming: it turns each chunk into blocks of ``ROWS_PER_BLOCK`` rows
-    and ends at ``None``. The listing never sits whole anywhere: the driver plans a folder
-    at a time and hands over no more than its ``Ledger`` lets it.
-    """
-
-    def __init__(self, queue: Queue):
-        self.queue = queue
-
-    def estimate_inmemory_data_size(self) -> None:
-        return None
-
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                       data_context=None) -> list[ReadTask]:
-        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-        return [ReadTask(functools.partial(_blocks, self.queue), metadata)]
-
-
-def _blocks(queue: Queue):
-    while (chunk := queue.get()) is not None:
-        for start in range(0, len(chunk), ROWS_PER_BLOCK):
-            yield pa.Table.from_pylist(chunk[start:start + ROWS_PER_BLOCK])
-
-
-class Ledger:
-    """The driver's account of the photos handed to Ray Data and not back yet.
-
-    It bounds them (``limit``): the planning thread waits for room, so neither the
-    driver nor Ray Data holds more of the listing than that, however large the folder.
-    A photo whose outcome never comes back (its block was dropped: its worker died) is
-    still here when the run ends: a suspect.
-    """
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.rows: dict[str, dict] = {}
-        self.handed_over = 0
-        self.stopped = False
-        self.listed = False  # every photo handed over; the end of the listing on its way
-        self.feed_error: Exception | None = None  # what stopped the planning thread, if anything did
-        self._condition = threading.Condition()
-
-    def full(self) -> bool:
-        with self._condition:
-            return len(self.rows) >= self.limit
-
-    def wait_for_room(self) -> bool:
-        """Waits until a row may be handed over; False once the run stopped."""
-        with self._condition:
-            self._condition.wait_for(lambda: len(self.rows) < self.limit or self.stopped)
-            return not self.stopped
-
-    def hand_over(self, row: dict) -> None:
-        with self._condition:
-            self.rows[row["relative"]] = row
-            self.handed_over += 1
-
-    def back(self, relative: str) -> bool:
-        """Whether ``relative`` was out (its first outcome, not a retry's second)."""
-        with self._condition:
-            returned = self.rows.pop(relative, None) is not None
-            self._condition.notify_all()
-            return returned
-
-    def take_out(self) -> list[dict]:
-        """The photos out and not back, no longer counted against the bound (the suspects of a finished pass)."""
-        with self._condition:
-            rows, self.rows = list(self.rows.values()), {}
-            self._condition.notify_all()
-            return rows
-
-    def put_back(self, rows: list[dict]) -> None:
-        """``rows`` out again (the suspects' pass), whatever the bound."""
-        with self._condition:
-            self.rows.update((row["relative"], row) for row in rows)
-
-    def stop(self) -> None:
-        with self._condition:
-            self.stopped = True
-            self._condition.notify_all()
-
-
-def _feed(planned, source: Location, target: Location, queue: Queue, ledger: Ledger, tally: Tally,
-          bar: tqdm) -> None:
-    """The planning thread: walks the folder and hands its photos to ``Listing`` as the ``ledger`` allows.
-
-    Clips are failures here (they go through the service). Once the run has stopped
-    (``ledger.stop``), it stops too, leaving the photos it had not planned in ``planned``.
-    """
-    chunk: list[dict] = []
-    try:
-        for item in planned:
-            if videos.is_video(item.relative):
-                tally.fail(item.relative, "video clips go through the service's jobs API: run without --engine ray")
-                continue
-            if ledger.full() and chunk:
-                queue.put(chunk)  # what waits for room must be on its way, or nothing ever comes back
-                chunk = []
-            stopped = not ledger.wait_for_room()
-            row = {"relative": str(item.relative), "source": source.join(item.relative),
-                   "target": target.join(item.output), "output": str(item.output)}
-            ledger.hand_over(row)
-            if stopped:
-                return  # the run reports the photo with the others it did not finish
-            chunk.append(row)
-            if len(chunk) == CHUNK_ROWS:
-                queue.put(chunk)
-                chunk = []
-        if chunk:
-            queue.put(chunk)
-        ledger.listed = True  # before the end is sent: the run must not see the end and not this
-        queue.put(None)
-        bar.total = ledger.handed_over
-        bar.refresh()
-    # The queue's actor gone with the cluster: the run fails, and reports the rest.
-    except Exception as exc:
-        ledger.feed_error = exc
-
-
 def _pool(settings: RaySettings, alone: bool) -> dict:
     """The UNet actor pool's map_batches arguments.
 
@@ -420,10 +285,10 @@ def dataset(photos: ray.data.Dataset, source: Location, target: Location, option
     )
 
 
-def _outcomes(photos: ray.data.Dataset, ledger: Ledger, tally: Tally, bar: tqdm, *args, **kwargs) -> None:
-    """Records each photo's first outcome."""
+def _outcomes(photos: ray.data.Dataset, waiting: dict[str, dict], tally: Tally, bar: tqdm, *args, **kwargs) -> None:
+    """Records each photo's first outcome, taking it out of ``waiting``."""
     for outcome in dataset(photos, *args, **kwargs).iter_rows():
-        if ledger.back(outcome["relative"]):  # each photo once, whatever was retried
+        if waiting.pop(outcome["relative"], None) is not None:  # each photo once, whatever was retried
             record(tally, bar, PurePosixPath(outcome["relative"]), outcome["error"] or None)
 
 
@@ -431,57 +296,47 @@ def run(planned: Iterator[Planned], source: Location, target: Location, options:
         tally: Tally, started: list[float]) -> None:
     """Cartoonizes the ``planned`` photos (``files.plan``) of ``source`` into ``target`` on the connected Ray cluster.
 
-    Planning streams into the run (``_feed``, ``Listing``). A photo whose worker died
-    with it (its block dropped) is a suspect: when the stream is done, each suspect runs
-    again alone; one that takes its worker down again is reported as poison. Fills
-    ``tally`` as photos finish; every planned photo ends done or among its failures,
-    unless the run is interrupted. ``started`` receives the start time.
+    A photo whose worker died with it (its block dropped) is a suspect: when the others
+    are done, each suspect runs again alone; one that takes its worker down again is
+    reported as poison. Fills ``tally`` as photos finish; every planned photo ends done
+    or among its failures, unless the run is interrupted. ``started`` receives the start time.
     """
+    rows = []
+    for item in planned:
+        if videos.is_video(item.relative):
+            tally.fail(item.relative, "video clips go through the service's jobs API: run without --engine ray")
+            continue
+        rows.append({"relative": str(item.relative), "source": source.join(item.relative),
+                     "target": target.join(item.output), "output": str(item.output)})
+    report_listing(tally)
     context = ray.data.DataContext.get_current()
     # The driver's own bar counts photos; Ray Data's per-operator bars would interleave with it.
     context.enable_progress_bars = False
     # A block whose worker died is dropped, not the run: its photos are the suspects.
     context.max_errored_blocks = -1
-    settings = fill_cluster(settings, ray.cluster_resources())
-    ledger = Ledger(max(IN_FLIGHT_ROWS, 2 * DEFAULT_CALLS_PER_ACTOR * settings.unet_actors * settings.batch_size))
-    queue = Queue()
     started.append(time.perf_counter())
+    waiting = {row["relative"]: row for row in rows}
     missing, retried = POISON, []
-    with tqdm(total=None, unit="img", dynamic_ncols=True) as bar:
-        feeder = threading.Thread(target=_feed, args=(planned, source, target, queue, ledger, tally, bar),
-                                  name="cartoonize-batch planning", daemon=True)
-        feeder.start()
+    with tqdm(total=len(rows), unit="img", dynamic_ncols=True) as bar:
         try:
-            while True:
-                # The read task holds no CPU: it waits on the queue while the photos use them.
-                listing = ray.data.read_datasource(Listing(queue), override_num_blocks=1, num_cpus=0)
-                _outcomes(listing, ledger, tally, bar, source, target, options, settings)
-                retried += ledger.take_out()
-                if ledger.feed_error is not None:
-                    raise ledger.feed_error
-                if ledger.listed and queue.empty():
-                    break
-                # The stream ended before the listing did (the read task's worker died):
-                # another read task takes up the queue where it stopped.
-            if retried:
-                bar.write(f"{len(retried)} photos were on workers that died: each again, alone")
-                ledger.put_back(retried)
-                alone = ray.data.from_items(retried, override_num_blocks=len(retried))
-                _outcomes(alone, ledger, tally, bar, source, target, options, settings, alone=True)
+            if rows:
+                settings = fill_cluster(settings, ray.cluster_resources())
+                photos = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / ROWS_PER_BLOCK))
+                _outcomes(photos, waiting, tally, bar, source, target, options, settings)
+                retried = list(waiting.values())
+                if retried:
+                    bar.write(f"{len(retried)} photos were on workers that died: each again, alone")
+                    alone = ray.data.from_items(retried, override_num_blocks=len(retried))
+                    _outcomes(alone, waiting, tally, bar, source, target, options, settings, alone=True)
         # The run itself failed (the cluster gone): what it did not finish is reported,
         # photo by photo, like any other failure.
         except Exception as exc:
             missing = f"{NO_RESULT}: the run failed: {exc!r:.500}"
-        finally:
-            ledger.stop()
-            feeder.join()
-        unfinished = ledger.take_out()
+        unfinished = list(waiting.values())
         for row in unfinished:
             record(tally, bar, PurePosixPath(row["relative"]), missing)
-        for item in planned:  # what planning had not reached when the run failed
-            record(tally, bar, item.relative, missing)
-    report_listing(tally)
-    _tidy_unfinished_writes(target, [PurePosixPath(row["output"]) for row in retried + unfinished])
+    if rows:
+        _tidy_unfinished_writes(target, [PurePosixPath(row["output"]) for row in retried + unfinished])
 
 
 def _tidy_unfinished_writes(target: Location, outputs: list[PurePosixPath]) -> None:
