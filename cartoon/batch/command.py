@@ -2,8 +2,8 @@
 
 Two engines: ``--engine http`` (``cartoon.batch.http_engine``: through the service at
 ``--url``, or in this process without it) and ``--engine ray`` (``cartoon.batch.ray_engine``:
-Ray Data on a Ray cluster, where the folders may also be pyarrow filesystem URIs).
-What is done and where it goes is ``cartoon.batch.files``.
+Ray Data on a Ray cluster). In both, the folders are local paths or pyarrow filesystem
+URIs (s3://, gs://, file://). What is done and where it goes is ``cartoon.batch.files``.
 
 Exit codes: 0 all done, 1 some failed, 2 usage error, 130 interrupted (Ctrl-C).
 """
@@ -34,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                f"A service that requires an API key gets it from ${http_engine.API_KEY_VARIABLE}.",
     )
     parser.add_argument("input_dir", metavar="INPUT_DIR",
-                        help="folder of photos (searched recursively); with --engine ray also a URI (s3://, gs://, file://)")
+                        help="folder of photos (searched recursively, links followed, each folder once), "
+                             "or a URI pyarrow knows (s3://, gs://, file://)")
     parser.add_argument("-o", "--output", metavar="OUTPUT_DIR", required=True,
-                        help="where the cartoons go, same tree and stems; with --engine ray also a URI")
+                        help="where the cartoons go, same tree and stems; a folder or a URI, as INPUT_DIR")
     parser.add_argument("--engine", choices=("http", "ray"), default="http",
                         help="http (default): through the service at --url, or in this process without it; "
                              "ray: Ray Data on a Ray cluster")
@@ -72,8 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Options:
-    if args.engine == "http" and not Path(args.input_dir).is_dir():
-        parser.error(f"INPUT_DIR {args.input_dir} is not a folder")
     if args.engine == "ray" and args.url:
         parser.error("--url is for --engine http; --engine ray runs on the Ray cluster of --address")
     too_few_actors = args.unet_actors is not None and args.unet_actors < 1
@@ -104,7 +103,7 @@ def _summarize(args: argparse.Namespace, tally: Tally, started: list[float], int
         print(f"  failed: {failure['input']}: {failure['error']}")
     if tally.report is not None:
         summary = {"done": tally.done, "skipped": tally.skipped, "failed": len(tally.failures),
-                   "retries": tally.retries, "interrupted": interrupted}
+                   "retries": tally.retries, "ignored": tally.ignored, "interrupted": interrupted}
         tally.report.write(json.dumps({"summary": summary}) + "\n")
 
 

@@ -10,9 +10,10 @@ filesystem URIs (s3://, gs://).
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import PurePath, PurePosixPath
 from typing import TextIO
 
 import pyarrow as pa
@@ -45,88 +46,44 @@ class Failure(Exception):
 
 
 @dataclass
-class Task:
-    source: Path
-    relative: Path  # of the source, under INPUT_DIR
-    target: Path
-
-
-@dataclass
 class Tally:
     """What happened to every photo, filled in as photos finish.
 
     With a ``report`` open, each failure is written to it as one JSON line the moment
-    it is known, so a run that is killed still leaves every failure it saw.
+    it is known, so a run that is killed still leaves every failure it saw. Failures may
+    come from two threads (the Ray engine plans in one while photos finish in another).
     """
 
     done: int = 0
     skipped: int = 0
     retries: int = 0
+    ignored: int = 0  # files with neither an image nor a video suffix
+    links_cut: int = 0  # links to folders walked already (loops, second names), not followed
     failures: list[dict] = field(default_factory=list)
     report: TextIO | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def fail(self, relative: PurePath, error: str, status: int | None = None) -> None:
-        failure = {"input": str(relative), "status": status, "error": error}
-        self.failures.append(failure)
-        if self.report is not None:
-            self.report.write(json.dumps(failure) + "\n")
-            self.report.flush()
+        failure = {"input": shown(relative), "status": status, "error": error}
+        with self._lock:
+            self.failures.append(failure)
+            if self.report is not None:
+                self.report.write(json.dumps(failure) + "\n")
+                self.report.flush()
 
 
-def select(relatives: Iterable[PurePath], format: str, overwrite: bool, exists: Callable[[PurePath], bool],
-           tally: Tally) -> tuple[list[tuple[PurePath, PurePath]], int]:
-    """The photos to do among files found under INPUT_DIR; counts existing outputs in ``tally.skipped``.
-
-    Hidden files and folders are left out; two photos that would share an output name
-    (``x.jpg`` and ``x.png``) give the second one a failure in ``tally``.
-
-    Args:
-        relatives: every file's path relative to INPUT_DIR, in path order.
-        format: the output format, which names the output suffix.
-        overwrite: redo photos whose output exists.
-        exists: whether an output exists, given its path relative to OUTPUT_DIR.
-        tally: receives the skipped photos and the name clashes.
-
-    Returns:
-        (input, output) paths relative to INPUT_DIR and OUTPUT_DIR, and how many files
-        were ignored for having neither an image nor a video suffix.
-    """
-    suffix = SUFFIX_BY_FORMAT[format]
-    chosen, ignored, owners = [], 0, {}
-    for relative in relatives:
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        if videos.is_video(relative):
-            output = relative  # a clip keeps its container, which holds the sound it came with
-        elif relative.suffix.lower() in INPUT_SUFFIXES:
-            output = relative.with_suffix(suffix)
-        else:
-            ignored += 1
-            continue
-        if output in owners:
-            tally.fail(relative, f"its output {output.name} is already the output of {owners[output]}")
-            continue
-        owners[output] = relative
-        if not overwrite and exists(output):
-            tally.skipped += 1
-            continue
-        chosen.append((relative, output))
-    return chosen, ignored
+def shown(relative: PurePath) -> str:
+    """A path as reports and messages print it: bytes of the name that are not UTF-8 as ``\\xff`` escapes."""
+    return os.fsencode(str(relative)).decode("utf-8", "backslashreplace")
 
 
-def plan(input_dir: Path, output_dir: Path, format: str, overwrite: bool, tally: Tally) -> tuple[list[Task], int]:
-    """The photos of a local folder to do, in path order (``select``).
-
-    Returns:
-        The tasks, and how many files were ignored for not having an image suffix.
-    """
-    output_dir = output_dir.resolve()
-    relatives = [
-        source.relative_to(input_dir) for source in sorted(input_dir.rglob("*"))
-        if source.is_file() and not source.resolve().is_relative_to(output_dir)
-    ]
-    chosen, ignored = select(relatives, format, overwrite, lambda output: (output_dir / output).exists(), tally)
-    return [Task(input_dir / relative, relative, output_dir / output) for relative, output in chosen], ignored
+def is_utf8(relative: PurePath) -> bool:
+    """Whether the name is UTF-8; Python holds a local name's other bytes as lone surrogates."""
+    try:
+        str(relative).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -147,21 +104,53 @@ class Location:
             return cls(LOCAL_FILESYSTEM, os.path.abspath(text))
         try:
             filesystem, path = pafs.FileSystem.from_uri(text)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, OSError) as exc:
             raise UsageError(f"{text}: {exc}") from exc
         return cls(filesystem, path.rstrip("/"))
 
+    @property
+    def is_local(self) -> bool:
+        """On this machine's own filesystem, where names may be any bytes and folders may be links."""
+        return isinstance(self.filesystem, pafs.LocalFileSystem)
+
     def join(self, relative: PurePath) -> str:
+        if relative == PurePosixPath():
+            return self.path
         return f"{self.path}/{relative.as_posix()}" if self.path else relative.as_posix()
 
-    def files(self) -> list[PurePosixPath]:
-        """Every file under the folder, relative to it, in path order; none if it does not exist."""
-        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
-        root = PurePosixPath(self.path)
-        return sorted(
-            PurePosixPath(info.path).relative_to(root) if self.path else PurePosixPath(info.path)
-            for info in self.filesystem.get_file_info(selector) if info.type == pafs.FileType.File
-        )
+    def is_folder(self) -> bool:
+        if self.is_local:
+            return os.path.isdir(self.path)
+        return not self.path or self.filesystem.get_file_info(self.path).type == pafs.FileType.Directory
+
+    def listing(self, folder: PurePosixPath) -> tuple[list[str], list[str]]:
+        """The names of the files and of the folders in ``folder`` (relative to this one); none if it is missing.
+
+        Local folders are read with ``os.scandir``, which gives any name (pyarrow's
+        listing fails on a name that is not UTF-8) and follows links.
+        """
+        files, folders = [], []
+        if self.is_local:
+            try:
+                with os.scandir(self.join(folder)) as entries:
+                    for entry in entries:
+                        try:
+                            if entry.is_dir():
+                                folders.append(entry.name)
+                            elif entry.is_file():
+                                files.append(entry.name)
+                        except OSError:  # vanished, or a link that cannot be followed
+                            continue
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            return files, folders
+        selector = pafs.FileSelector(self.join(folder), recursive=False, allow_not_found=True)
+        for info in self.filesystem.get_file_info(selector):
+            if info.type == pafs.FileType.File:
+                files.append(info.base_name)
+            elif info.type == pafs.FileType.Directory:
+                folders.append(info.base_name)
+        return files, folders
 
     def contains(self, other: "Location") -> bool:
         """Whether ``other`` is this folder or inside it, on the same filesystem."""
@@ -170,25 +159,107 @@ class Location:
         return not self.path or PurePosixPath(other.path).is_relative_to(self.path)
 
 
-def plan_location(source: Location, target: Location, format: str, overwrite: bool,
-                  tally: Tally) -> tuple[list[tuple[PurePosixPath, PurePosixPath]], int]:
-    """The photos under ``source`` to do, in path order (``select``): local or remote folders alike.
+def _identity(path: str) -> tuple[int, int] | None:
+    """A local folder's identity, whatever name (link) it is reached by; None if it is gone."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
-    The output folder is listed once, not asked about file by file: on object stores a
-    question costs a request.
+
+def walk(source: Location, excluded: Location, tally: Tally) -> Iterator[tuple[PurePosixPath, list[str]]]:
+    """Every folder under ``source`` once, with its files' names: in path order, a folder's files first.
+
+    Hidden folders (a name starting with ".") are not walked, and ``excluded`` (the
+    output folder) neither. Links are followed, to files and to folders, but each
+    folder is walked once, under the first name the walk meets it by: a link to a folder
+    walked already (a loop back to an ancestor, or a second name of a folder) is cut,
+    and counted in ``tally.links_cut``. Only local folders have links.
+
+    Yields:
+        (a folder relative to ``source``, the sorted names of its files, hidden ones included).
+    """
+    walked = set()
+    if excluded.is_local and source.is_local and (identity := _identity(excluded.path)) is not None:
+        walked.add(identity)
+    skipped_path = None
+    if source.contains(excluded):
+        skipped_path = PurePosixPath(excluded.path)
+        skipped_path = skipped_path.relative_to(source.path) if source.path else skipped_path
+    pending = [PurePosixPath()]
+    while pending:
+        folder = pending.pop()
+        if folder == skipped_path:
+            continue
+        if source.is_local:
+            identity = _identity(source.join(folder))
+            if identity in walked:
+                tally.links_cut += 1
+                continue
+            walked.add(identity)
+        try:
+            files, folders = source.listing(folder)
+        except OSError as exc:  # no permission, a store that does not answer: its photos are failures
+            tally.fail(folder, f"io: the folder cannot be listed: {exc}")
+            continue
+        yield folder, sorted(files)
+        # Popped last-in first-out: pushed in reverse, so walked in path order.
+        pending += [folder / name for name in sorted(folders, reverse=True) if not name.startswith(".")]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One input to do: its path under INPUT_DIR, its output's under OUTPUT_DIR."""
+
+    relative: PurePosixPath
+    output: PurePosixPath
+
+
+def plan(source: Location, target: Location, format: str, overwrite: bool, tally: Tally) -> Iterator[Planned]:
+    """The photos and clips under ``source`` to do, in ``walk``'s order, as the walk finds them.
+
+    Streamed: it holds one folder's names at a time, never the whole listing. Files
+    without an image or video suffix are counted in ``tally.ignored``, existing outputs
+    in ``tally.skipped`` (unless ``overwrite``; each output folder is listed once, not
+    asked about file by file: on object stores a question costs a request). These
+    become failures in ``tally``: a name that is not UTF-8 (its output could not be
+    named, nor its path handed to pyarrow), and the second of two photos that would
+    share an output name (``x.jpg`` and ``x.png``).
 
     Raises:
-        UsageError: ``source`` is not a folder.
+        UsageError: ``source`` is not a folder (raised at once, before the walk).
     """
-    if source.path and source.filesystem.get_file_info(source.path).type != pafs.FileType.Directory:
+    if not source.is_folder():
         raise UsageError(f"INPUT_DIR {source.path} is not a folder")
-    relatives = source.files()
-    if source.contains(target):
-        inner = PurePosixPath(target.path)
-        inner = inner.relative_to(source.path) if source.path else inner
-        relatives = [relative for relative in relatives if not relative.is_relative_to(inner)]
-    existing = set(target.files()) if not overwrite else set()
-    return select(relatives, format, overwrite, existing.__contains__, tally)
+    return _planned(source, target, SUFFIX_BY_FORMAT[format], overwrite, tally)
+
+
+def _planned(source: Location, target: Location, suffix: str, overwrite: bool, tally: Tally) -> Iterator[Planned]:
+    for folder, names in walk(source, target, tally):
+        existing = set() if overwrite else set(target.listing(folder)[0])
+        owners: dict[str, str] = {}
+        for name in names:
+            if name.startswith("."):
+                continue
+            relative = folder / name
+            if videos.is_video(relative):
+                output = name  # a clip keeps its container, which holds the sound it came with
+            elif relative.suffix.lower() in INPUT_SUFFIXES:
+                output = relative.with_suffix(suffix).name
+            else:
+                tally.ignored += 1
+                continue
+            if not is_utf8(relative):
+                tally.fail(relative, "its name is not UTF-8: rename it (the bytes that are not are shown as \\x escapes)")
+            elif output in owners:
+                tally.fail(relative, f"its output {output} is already the output of {shown(folder / owners[output])}")
+            elif not overwrite and output in existing:
+                owners[output] = name
+                tally.skipped += 1
+            else:
+                owners[output] = name
+                yield Planned(relative, folder / output)
 
 
 # A temporary's name (``partial_name``), the output's name in it.
@@ -225,14 +296,16 @@ def remove_partials(target: Location, outputs: list[PurePosixPath]) -> list[Pure
 
     A lost Ray worker dies between its write and its rename while the run goes on
     without it; the photo is written again by a retry, under another temporary name.
-    One listing of the folder, as at the start.
+    Only the folders of ``outputs`` are listed, each once.
 
     Returns:
         The temporaries deleted, relative to ``target``.
     """
-    planned = set(outputs)
-    left = [path for path in target.files()
-            if (match := PARTIAL_NAME.fullmatch(path.name)) and path.parent / match["output"] in planned]
+    left = []
+    for folder in sorted({output.parent for output in outputs}):
+        names = {output.name for output in outputs if output.parent == folder}
+        left += [folder / name for name in sorted(target.listing(folder)[0])
+                 if (match := PARTIAL_NAME.fullmatch(name)) and match["output"] in names]
     for path in left:
         target.filesystem.delete_file(target.join(path))
     return left
@@ -244,12 +317,16 @@ def record(tally: Tally, bar: tqdm, relative: PurePath, error: str | None = None
         tally.done += 1
     else:
         tally.fail(relative, error, status)
-        bar.write(f"failed: {relative}: {error}")
+        bar.write(f"failed: {shown(relative)}: {error}")
     bar.update(1)
     bar.set_postfix(done=tally.done, failed=len(tally.failures), refresh=False)
 
 
-def report_ignored(ignored: int) -> None:
-    if ignored:
+def report_listing(tally: Tally) -> None:
+    """Says what the walk left out: files that are no photos, links it did not follow."""
+    if tally.ignored:
         known = sorted(INPUT_SUFFIXES | videos.VIDEO_SUFFIXES)
-        print(f"ignored {ignored} files without an image or video suffix ({', '.join(known)})")
+        print(f"ignored {tally.ignored} files without an image or video suffix ({', '.join(known)})")
+    if tally.links_cut:
+        print(f"did not follow {tally.links_cut} links to folders walked already (loops, second names): "
+              f"each folder is done once")

@@ -10,13 +10,12 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 from tqdm import tqdm
 
 from cartoon.batch import videos
-from cartoon.batch.files import LOCAL_FILESYSTEM, Failure, Tally, Task, UsageError, plan, record, report_ignored, write_atomic
+from cartoon.batch.files import Failure, Location, Planned, Tally, UsageError, plan, record, report_listing, write_atomic
 from cartoon.errors import CartoonError, WeightsError
 from cartoon.image.pipeline import Options, Pipeline
 from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry
@@ -127,8 +126,14 @@ async def with_retries(send, tally: Tally):
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-async def _run(backend, tasks: list[Task], concurrency: int, tally: Tally, bar: tqdm) -> None:
-    queue: asyncio.Queue[Task] = asyncio.Queue()
+def _read(source: Location, relative) -> bytes:
+    with source.filesystem.open_input_stream(source.join(relative)) as stream:
+        return stream.read()
+
+
+async def _run(backend, tasks: list[Planned], source: Location, target: Location, concurrency: int, tally: Tally,
+               bar: tqdm) -> None:
+    queue: asyncio.Queue[Planned] = asyncio.Queue()
     for task in tasks:
         queue.put_nowait(task)
 
@@ -136,12 +141,12 @@ async def _run(backend, tasks: list[Task], concurrency: int, tally: Tally, bar: 
         while not queue.empty():
             task = queue.get_nowait()
             try:
-                data = await asyncio.to_thread(task.source.read_bytes)
-                if videos.is_video(task.source):
-                    output = await videos.cartoonize(backend, data, task.source.suffix, with_retries, tally)
+                data = await asyncio.to_thread(_read, source, task.relative)
+                if videos.is_video(task.relative):
+                    output = await videos.cartoonize(backend, data, task.relative.suffix, with_retries, tally)
                 else:
                     output = await with_retries(lambda: backend.cartoonize(data), tally)
-                await asyncio.to_thread(write_atomic, LOCAL_FILESYSTEM, str(task.target), output)
+                await asyncio.to_thread(write_atomic, target.filesystem, target.join(task.output), output)
                 record(tally, bar, task.relative)
             except (Failure, videos.JobError, OSError) as exc:
                 record(tally, bar, task.relative, str(exc), getattr(exc, "status", None))
@@ -150,6 +155,13 @@ async def _run(backend, tasks: list[Task], concurrency: int, tally: Tally, bar: 
 
 
 async def run(args: argparse.Namespace, options: Options, tally: Tally, started: list[float]) -> None:
+    """Cartoonizes the folder ``args.input_dir`` into ``args.output``: local paths or pyarrow URIs, as with Ray.
+
+    Raises:
+        UsageError: no such folder, an unknown URI scheme, no service, an unknown style.
+    """
+    source, target = Location.parse(args.input_dir), Location.parse(args.output)
+    planned = plan(source, target, options.format, args.overwrite, tally)
     if args.url:
         backend = ServiceBackend(args.url, options, args.concurrency)
     else:
@@ -166,10 +178,10 @@ async def run(args: argparse.Namespace, options: Options, tally: Tally, started:
                 if not failure.retryable or attempt == MAX_ATTEMPTS - 1:
                     raise UsageError(f"the service cannot be used: {failure}") from failure
                 await asyncio.sleep(backoff_s(attempt, failure.retry_after))
-        tasks, ignored = plan(Path(args.input_dir), Path(args.output), options.format, args.overwrite, tally)
-        report_ignored(ignored)
+        tasks = list(planned)
+        report_listing(tally)
         started.append(time.perf_counter())
         with tqdm(total=len(tasks), unit="img", dynamic_ncols=True) as bar:
-            await _run(backend, tasks, args.concurrency, tally, bar)
+            await _run(backend, tasks, source, target, args.concurrency, tally, bar)
     finally:
         await backend.close()

@@ -19,12 +19,17 @@ out one of two ways:
   of their own that hold a face detector each (docs/FOLDERS.md: 1.3x the images/s
   of ``staged``, and of the HTTP mode, on 2 cores).
 
-Planning, naming, the report and the exit codes are ``cartoon.batch.files``' and ``cartoon.batch.command``'s. Each output is
-written by the process that composed it, at the path the HTTP mode uses, through a
-temporary file and a rename; a failed photo becomes a row with its error, never an
-exception, so one photo never stops the run. Ray Data retries the tasks and restarts
-the actors that a lost worker or node took with it; a retried task writes the same
-output again, so a retry is harmless.
+Planning, naming, the report and the exit codes are ``cartoon.batch.files``' and
+``cartoon.batch.command``'s. Each output is written by the process that composed it, at
+the path the HTTP mode uses, through a temporary file and a rename; a failed photo
+becomes a row with its error, never an exception, so one photo never stops the run.
+
+A worker that dies (a crash in a decoder, the OOM killer, a lost node) is not retried
+by Ray, which would retry a photo that crashes its worker without end: the call fails,
+its block is dropped and its actor restarted. Its photos never come back, so they are
+still waiting when the others are done: suspects, run again each alone (one photo
+per call, no other call on its actor). A suspect that kills its worker a second time
+is reported as poison; the others are done as if nothing had happened.
 """
 
 import functools
@@ -33,6 +38,7 @@ import math
 import pickle
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
@@ -45,8 +51,7 @@ from tqdm import tqdm
 from cartoon.batch import videos
 from cartoon.model.device import cap_memory, resolve_device
 from cartoon.errors import CartoonError, DeviceOutOfMemoryError, TooLargeForDeviceError, WeightsError
-from cartoon.batch.files import (Location, Tally, UsageError, plan_location, record, remove_partials, report_ignored,
-                            write_atomic)
+from cartoon.batch.files import Location, Planned, Tally, UsageError, plan, record, remove_partials, report_listing, write_atomic
 from cartoon.image.pipeline import Composer, Job, Options, PipelineSettings, Preparer, stylize_jobs
 from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
 
@@ -55,6 +60,10 @@ from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
 # spread over the cluster's CPUs.
 ROWS_PER_BLOCK = 4
 NO_RESULT = "no result came back from Ray Data"
+POISON = "poison: its worker died while cartoonizing it, twice, the second time with no other photo in flight"
+# Calls Ray Data sends each pool actor at once (its default: twice the actor's one
+# running call): all of them fail, and their photos become suspects, when it dies.
+DEFAULT_CALLS_PER_ACTOR = 2
 # What a UNet actor holds at most on a CPU: 1.4 GB measured at a batch of eight 1024 px
 # photos, 1.9 GB for 12 MP ones. Declared so Ray never packs more actors on a node than
 # its memory holds; and, differing from the prepare map's resources, it keeps Ray Data
@@ -239,74 +248,95 @@ class PhotoStage:
         return {"relative": batch["relative"], "error": np.array(errors, dtype=object)}
 
 
-def dataset(rows: list[dict], source: Location, target: Location, options: Options,
-            settings: RaySettings) -> ray.data.Dataset:
-    """The whole job as a Ray Data dataset of (relative, error) rows, one per photo.
+def _pool(settings: RaySettings, alone: bool) -> dict:
+    """The UNet actor pool's map_batches arguments.
 
-    ``settings.unet_actors`` must be set (``fill_cluster``).
+    Nothing is retried by Ray: a call whose actor died fails at once (``max_task_retries``
+    0) and its block is dropped (``max_errored_blocks``, see ``run``); the actor itself is
+    restarted. ``alone``: one photo per call and no other call queued on its actor, so a
+    death convicts that photo and nothing else.
     """
-    blocks = max(1, math.ceil(len(rows) / ROWS_PER_BLOCK))
-    photos = ray.data.from_items(rows, override_num_blocks=blocks)
-    pool = {"compute": ray.data.ActorPoolStrategy(size=settings.unet_actors), "batch_size": settings.batch_size,
-            "batch_format": "numpy", "num_cpus": settings.cpus_per_actor, "num_gpus": settings.gpus_per_actor,
-            "memory": UNET_ACTOR_MEMORY_BYTES}
+    in_flight = 1 if alone else DEFAULT_CALLS_PER_ACTOR
+    return {"compute": ray.data.ActorPoolStrategy(size=settings.unet_actors, max_tasks_in_flight_per_actor=in_flight),
+            "batch_size": 1 if alone else settings.batch_size, "batch_format": "numpy",
+            "num_cpus": settings.cpus_per_actor, "num_gpus": settings.gpus_per_actor,
+            "memory": UNET_ACTOR_MEMORY_BYTES, "max_restarts": -1, "max_task_retries": 0}
+
+
+def dataset(photos: ray.data.Dataset, source: Location, target: Location, options: Options,
+            settings: RaySettings, alone: bool = False) -> ray.data.Dataset:
+    """The whole job on ``photos`` (rows of relative, source and target paths), as (relative, error) rows.
+
+    ``settings.unet_actors`` must be set (``fill_cluster``). ``alone``: each photo in a
+    call of its own (``_pool``).
+    """
+    pool = _pool(settings, alone)
     if settings.chosen_layout == "whole":
         return photos.map_batches(PhotoStage, fn_constructor_kwargs={
             "options": options, "settings": settings.pipeline, "source": source.filesystem,
             "target": target.filesystem}, **pool)
+    task = {"num_cpus": settings.cpus_per_task, "max_retries": 0}
     return (
         photos.map(prepare, fn_kwargs={"filesystem": source.filesystem, "options": options,
-                                       "settings": settings.pipeline}, num_cpus=settings.cpus_per_task)
+                                       "settings": settings.pipeline}, **task)
         .map_batches(UNetStage, fn_constructor_kwargs={"style": options.style, "settings": settings.pipeline},
                      **pool)
-        .map(compose, fn_kwargs={"filesystem": target.filesystem}, num_cpus=settings.cpus_per_task)
+        .map(compose, fn_kwargs={"filesystem": target.filesystem}, **task)
     )
 
 
-def run(source: Location, target: Location, options: Options, settings: RaySettings, overwrite: bool,
+def _outcomes(photos: ray.data.Dataset, waiting: dict[str, dict], tally: Tally, bar: tqdm, *args, **kwargs) -> None:
+    """Records each photo's first outcome, taking it out of ``waiting``."""
+    for outcome in dataset(photos, *args, **kwargs).iter_rows():
+        if waiting.pop(outcome["relative"], None) is not None:  # each photo once, whatever was retried
+            record(tally, bar, PurePosixPath(outcome["relative"]), outcome["error"] or None)
+
+
+def run(planned: Iterator[Planned], source: Location, target: Location, options: Options, settings: RaySettings,
         tally: Tally, started: list[float]) -> None:
-    """Cartoonizes every photo under ``source`` into ``target`` on the connected Ray cluster.
+    """Cartoonizes the ``planned`` photos (``files.plan``) of ``source`` into ``target`` on the connected Ray cluster.
 
-    Fills ``tally`` as photos finish; every planned photo ends done or among its
-    failures, unless the run is interrupted. ``started`` receives the start time.
-
-    Raises:
-        UsageError: an unknown style, weights that do not load, no input folder.
+    A photo whose worker died with it (its block dropped) is a suspect: when the others
+    are done, each suspect runs again alone; one that takes its worker down again is
+    reported as poison. Fills ``tally`` as photos finish; every planned photo ends done
+    or among its failures, unless the run is interrupted. ``started`` receives the start time.
     """
-    try:
-        StyleRegistry.from_directory(DEFAULT_STYLES_DIR).get(options.style)
-    except KeyError as exc:
-        raise UsageError(exc.args[0]) from exc
-    except WeightsError as exc:
-        raise UsageError(str(exc)) from exc
-    planned, ignored = plan_location(source, target, options.format, overwrite, tally)
-    report_ignored(ignored)
-    for relative in [relative for relative, _ in planned if videos.is_video(relative)]:
-        tally.fail(relative, "video clips go through the service's jobs API: run without --engine ray")
-    planned = [(relative, output) for relative, output in planned if not videos.is_video(relative)]
-    rows = [{"relative": str(relative), "source": source.join(relative), "target": target.join(output)}
-            for relative, output in planned]
+    rows = []
+    for item in planned:
+        if videos.is_video(item.relative):
+            tally.fail(item.relative, "video clips go through the service's jobs API: run without --engine ray")
+            continue
+        rows.append({"relative": str(item.relative), "source": source.join(item.relative),
+                     "target": target.join(item.output), "output": str(item.output)})
+    report_listing(tally)
+    context = ray.data.DataContext.get_current()
     # The driver's own bar counts photos; Ray Data's per-operator bars would interleave with it.
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context.enable_progress_bars = False
+    # A block whose worker died is dropped, not the run: its photos are the suspects.
+    context.max_errored_blocks = -1
     started.append(time.perf_counter())
-    waiting = {row["relative"] for row in rows}
-    missing = NO_RESULT
+    waiting = {row["relative"]: row for row in rows}
+    missing, retried = POISON, []
     with tqdm(total=len(rows), unit="img", dynamic_ncols=True) as bar:
         try:
             if rows:
                 settings = fill_cluster(settings, ray.cluster_resources())
-                for outcome in dataset(rows, source, target, options, settings).iter_rows():
-                    if outcome["relative"] in waiting:  # each photo once, whatever was retried
-                        waiting.discard(outcome["relative"])
-                        record(tally, bar, PurePosixPath(outcome["relative"]), outcome["error"] or None)
-        # The run itself failed (retries used up, the cluster gone): what it did not
-        # finish is reported, photo by photo, like any other failure.
+                photos = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / ROWS_PER_BLOCK))
+                _outcomes(photos, waiting, tally, bar, source, target, options, settings)
+                retried = list(waiting.values())
+                if retried:
+                    bar.write(f"{len(retried)} photos were on workers that died: each again, alone")
+                    alone = ray.data.from_items(retried, override_num_blocks=len(retried))
+                    _outcomes(alone, waiting, tally, bar, source, target, options, settings, alone=True)
+        # The run itself failed (the cluster gone): what it did not finish is reported,
+        # photo by photo, like any other failure.
         except Exception as exc:
             missing = f"{NO_RESULT}: the run failed: {exc!r:.500}"
-        for relative in sorted(waiting):
-            record(tally, bar, PurePosixPath(relative), missing)
+        unfinished = list(waiting.values())
+        for row in unfinished:
+            record(tally, bar, PurePosixPath(row["relative"]), missing)
     if rows:
-        _tidy_unfinished_writes(target, [output for _, output in planned])
+        _tidy_unfinished_writes(target, [PurePosixPath(row["output"]) for row in retried + unfinished])
 
 
 def _tidy_unfinished_writes(target: Location, outputs: list[PurePosixPath]) -> None:
@@ -325,6 +355,14 @@ def main(args, options: Options, tally: Tally, started: list[float]) -> None:
         pipeline=PipelineSettings(tile=args.tile),
     )
     source, target = Location.parse(args.input_dir), Location.parse(args.output)
+    # What would fail every photo fails before Ray starts.
+    try:
+        StyleRegistry.from_directory(DEFAULT_STYLES_DIR).get(options.style)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from exc
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from exc
+    planned = plan(source, target, options.format, args.overwrite, tally)
     # Without --address a Ray of its own ("local"), never one that happens to run on this
     # machine, and without a dashboard; a cluster keeps its own.
     local = {} if args.address else {"include_dashboard": False}
@@ -336,6 +374,6 @@ def main(args, options: Options, tally: Tally, started: list[float]) -> None:
         where = f"at {args.address}" if args.address else "of its own on this machine"
         raise UsageError(f"no Ray {where}: {exc}") from exc
     try:
-        run(source, target, options, settings, args.overwrite, tally, started)
+        run(planned, source, target, options, settings, tally, started)
     finally:
         ray.shutdown()

@@ -125,7 +125,7 @@ def test_a_killed_actor_is_restarted_and_no_photo_is_lost(two_nodes, tmp_path, l
     os.kill(victim, signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=300)
 
-    # Ray restarts the actor and retries its calls: the run goes on as if nothing happened.
+    # Ray restarts the actor; the photos it held are done again, each alone: as if nothing happened.
     assert process.returncode == 0, stdout + stderr
     summary = read_report(report)
     assert (summary["done"], summary["failed"]) == (len(sources), 0)

@@ -1,6 +1,7 @@
 """``cartoonize-batch`` against the served graph: the console script, run as a user runs it."""
 
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -10,10 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cartoon.batch import ray_engine
 from tests import photos
 from tests.reports import read_report
 
 COMMAND = str(Path(sys.executable).with_name("cartoonize-batch"))
+# A folder whose sitecustomize makes a photo starting with POISON kill its process.
+POISON_HOOK = Path(__file__).with_name("poison")
+POISON = b"POISON"
 
 
 def run(*args, timeout: float = 300.0) -> subprocess.CompletedProcess:
@@ -138,3 +143,27 @@ def test_missing_folder_exits_2(tmp_path):
     refused = run(tmp_path / "nowhere", "-o", tmp_path / "out")
     assert refused.returncode == 2
     assert "is not a folder" in refused.stderr
+
+
+def test_ray_engine_retries_a_photo_that_kills_its_worker_alone_then_reports_it(tmp_path):
+    """A photo that kills its worker (tests/integration/poison) takes the photos in flight
+    with it: they are done alone, and it is reported as poison, once. Ray's own retries
+    would never end. With Ray Data on a Ray of the command's own, on this machine."""
+    sources = write_photos(tmp_path / "in", 5)
+    (tmp_path / "in" / "part0" / "poison.jpg").write_bytes(POISON + sources[0].read_bytes())
+    report = tmp_path / "report.jsonl"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(POISON_HOOK), os.environ.get("PYTHONPATH")]))}
+
+    done = subprocess.run(
+        [COMMAND, tmp_path / "in", "-o", tmp_path / "out", "--report", report, "--engine", "ray",
+         "--unet-actors", "1", "--batch-size", "2", "--max-side", "256"],
+        capture_output=True, text=True, timeout=420, env=environment)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    summary = read_report(report)
+    assert (summary["done"], summary["failed"]) == (len(sources), 1)
+    [failure] = summary["failures"]
+    assert (failure["input"], failure["error"]) == ("part0/poison.jpg", ray_engine.POISON)
+    for source in sources:
+        assert (tmp_path / "out" / source.relative_to(tmp_path / "in")).with_suffix(".png").exists()
+    assert not [path for path in (tmp_path / "out").rglob("*") if path.name.startswith(".")]  # no temporaries

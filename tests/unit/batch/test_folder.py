@@ -12,6 +12,12 @@ from tests import clips, photos
 from tests.reports import read_report
 
 
+def plan(source, target, format: str, overwrite: bool, tally: files.Tally) -> list[tuple[str, str]]:
+    """``files.plan`` of two local folders, as (input, output) paths relative to them."""
+    planned = files.plan(files.Location.parse(str(source)), files.Location.parse(str(target)), format, overwrite, tally)
+    return [(str(item.relative), str(item.output)) for item in planned]
+
+
 def test_backoff_grows_to_its_cap_and_honours_retry_after():
     for attempt in range(12):
         ceiling = min(retry.BACKOFF_CAP_S, retry.BACKOFF_BASE_S * 2**attempt)
@@ -30,14 +36,12 @@ def test_plan_mirrors_the_tree_skips_existing_outputs_and_reports_name_clashes(t
     (tmp_path / "out" / "b" / "y.png").write_bytes(b"done before")
     tally = files.Tally()
 
-    tasks, ignored = files.plan(source, tmp_path / "out", "png", overwrite=False, tally=tally)
+    tasks = plan(source, tmp_path / "out", "png", overwrite=False, tally=tally)
 
-    assert [(str(task.relative), task.target) for task in tasks] == [
-        ("a/x.jpg", tmp_path / "out" / "a" / "x.png"), ("b/z.webp", tmp_path / "out" / "b" / "z.png"),
-    ]
-    assert (ignored, tally.skipped) == (1, 1)
+    assert tasks == [("a/x.jpg", "a/x.png"), ("b/z.webp", "b/z.png")]
+    assert (tally.ignored, tally.skipped) == (1, 1)
     assert [failure["input"] for failure in tally.failures] == ["a/x.png"]
-    redo, _ = files.plan(source, tmp_path / "out", "png", overwrite=True, tally=files.Tally())
+    redo = plan(source, tmp_path / "out", "png", overwrite=True, tally=files.Tally())
     assert len(redo) == 3
 
 
@@ -45,8 +49,8 @@ def test_outputs_inside_the_input_folder_are_not_inputs(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x.jpg").write_bytes(b"an earlier run's output")
-    tasks, _ = files.plan(tmp_path, tmp_path / "out", "jpeg", overwrite=True, tally=files.Tally())
-    assert [str(task.relative) for task in tasks] == ["x.jpg"]
+    tasks = plan(tmp_path, tmp_path / "out", "jpeg", overwrite=True, tally=files.Tally())
+    assert tasks == [("x.jpg", "x.jpg")]
 
 
 def test_in_process_run_without_url(tmp_path, capsys):
@@ -67,9 +71,9 @@ def test_in_process_run_without_url(tmp_path, capsys):
     assert "done 1, skipped 0, failed 1" in capsys.readouterr().out
 
 
-def test_plan_location_lists_a_subtree_filesystem_and_the_output_folder_once(tmp_path):
-    """The Ray engine's planning: the same choices as ``plan`` through pyarrow, on a
-    SubTreeFileSystem (as an s3:// bucket would be seen) and from a file:// URI."""
+def test_plan_walks_a_subtree_filesystem_as_a_local_folder(tmp_path):
+    """The same choices through pyarrow's listing, on a SubTreeFileSystem (as an s3://
+    bucket would be seen), and from a file:// URI."""
     for name in ("a/x.jpg", "a/x.png", "b/y.JPG", "b/z.webp", ".cache/w.jpg", "readme.txt", "out/old.jpg"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
@@ -78,21 +82,21 @@ def test_plan_location_lists_a_subtree_filesystem_and_the_output_folder_once(tmp
     subtree = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     tally = files.Tally()
 
-    planned, ignored = files.plan_location(files.Location(subtree, ""), files.Location(subtree, "out"),
-                                            "png", overwrite=False, tally=tally)
+    planned = files.plan(files.Location(subtree, ""), files.Location(subtree, "out"), "png", overwrite=False,
+                         tally=tally)
 
-    assert [(str(relative), str(output)) for relative, output in planned] == [("a/x.jpg", "a/x.png"), ("b/z.webp", "b/z.png")]
-    assert (ignored, tally.skipped) == (1, 1)
+    assert [(str(item.relative), str(item.output)) for item in planned] == [("a/x.jpg", "a/x.png"), ("b/z.webp", "b/z.png")]
+    assert (tally.ignored, tally.skipped) == (1, 1)
     assert [failure["input"] for failure in tally.failures] == ["a/x.png"]
-    from_uri, _ = files.plan_location(files.Location.parse(tmp_path.as_uri()), files.Location.parse(str(tmp_path / "out")),
-                                       "png", overwrite=True, tally=files.Tally())
-    assert [str(relative) for relative, _ in from_uri] == ["a/x.jpg", "b/y.JPG", "b/z.webp"]
+    from_uri = files.plan(files.Location.parse(tmp_path.as_uri()), files.Location.parse(str(tmp_path / "out")),
+                          "png", overwrite=True, tally=files.Tally())
+    assert [str(item.relative) for item in from_uri] == ["a/x.jpg", "b/y.JPG", "b/z.webp"]
 
 
-def test_plan_location_refuses_a_missing_folder_and_an_unknown_scheme(tmp_path):
+def test_plan_refuses_a_missing_folder_at_once_and_an_unknown_scheme(tmp_path):
     with pytest.raises(files.UsageError, match="is not a folder"):
-        files.plan_location(files.Location.parse(str(tmp_path / "nowhere")), files.Location.parse(str(tmp_path)),
-                             "png", overwrite=False, tally=files.Tally())
+        files.plan(files.Location.parse(str(tmp_path / "nowhere")), files.Location.parse(str(tmp_path)),
+                   "png", overwrite=False, tally=files.Tally())
     with pytest.raises(files.UsageError):
         files.Location.parse("nosuchscheme://bucket/photos")
 
@@ -114,13 +118,13 @@ def test_plan_takes_clips_at_their_own_path_beside_photos_of_the_same_stem(tmp_p
         (source / name).write_bytes(b"")
     tally = files.Tally()
 
-    tasks, ignored = files.plan(source, tmp_path / "out", "png", overwrite=False, tally=tally)
+    tasks = plan(source, tmp_path / "out", "png", overwrite=False, tally=tally)
 
-    assert sorted((str(task.relative), str(task.target.relative_to(tmp_path / "out"))) for task in tasks) == [
+    assert sorted(tasks) == [
         ("b.MOV", "b.MOV"), ("c.webm", "c.webm"), ("d.mkv", "d.mkv"),
         ("trip/day.jpg", "trip/day.png"), ("trip/day.mp4", "trip/day.mp4"),
     ]
-    assert (ignored, tally.failures) == (1, [])
+    assert (tally.ignored, tally.failures) == (1, [])
 
 
 def test_clips_without_a_service_are_reported_not_skipped(tmp_path, capsys):

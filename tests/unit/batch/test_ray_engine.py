@@ -30,3 +30,4 @@ def test_actors_on_cpus_take_whole_photos_unless_asked_otherwise(gpus_per_actor,
 ])
 def test_the_pool_fills_the_cluster_when_its_size_is_not_given(settings, resources, actors):
     assert fill_cluster(settings, resources).unet_actors == actors
+
