@@ -177,6 +177,49 @@ def output_path(given: str | None, default_name: str) -> Path:
     return path
 
 
+# --- pictures -------------------------------------------------------------------------------
+
+
+def psnr(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of uint8 pixels in dB (inf when equal)."""
+    mse = float(np.mean((reference.astype(np.float64) - candidate.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def face_mask(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the faces the pipeline's detector finds, each box grown to the pasted head.
+
+    A head is pasted with a feathered ellipse of about 0.8 x 0.98 of its crop, which
+    spans about 1.6 x 1.9 of the detector's face box; that area counts as "face".
+    """
+    from cartoon.image.faces import FaceDetector
+
+    mask = np.zeros(rgb.shape[:2], bool)
+    for face in FaceDetector().detect(rgb):
+        left, top, right, bottom = face.box
+        centre_x, centre_y = (left + right) / 2, (top + bottom) / 2
+        half_width, half_height = (right - left) * 0.8, (bottom - top) * 0.95
+        mask[max(0, round(centre_y - half_height)):max(0, round(centre_y + half_height)),
+             max(0, round(centre_x - half_width)):max(0, round(centre_x + half_width))] = True
+    return mask
+
+
+def picture_cost(reference: np.ndarray, candidate: np.ndarray, faces: np.ndarray) -> dict[str, float]:
+    """PSNR and the largest channel difference of ``candidate`` against ``reference``, faces and the rest apart.
+
+    Args:
+        reference, candidate: (H, W, 3) uint8 of one size.
+        faces: (H, W) bool from ``face_mask``.
+    """
+    difference = np.abs(reference.astype(np.int16) - candidate.astype(np.int16)).max(axis=-1)
+    cost = {}
+    for part, where in (("faces", faces), ("background", ~faces)):
+        if where.any():
+            cost[f"{part}_psnr"] = psnr(reference[where], candidate[where])
+            cost[f"{part}_max"] = float(difference[where].max())
+    return cost
+
+
 # --- styles and config ----------------------------------------------------------------------
 
 

@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for --deploy, e.g. args.cpu_threads=2 or "
                              "Cartoonizer.user_config.max_batch_size=4 (repeatable)")
+    parser.add_argument("--ray-gpus", type=int,
+                        help="--deploy: logical GPUs Ray declares (a dry run on a CPU places a GPU config's "
+                             "replicas; add --set args.device=cpu)")
     parser.add_argument("--styles-dir", help="styles directory for --deploy (default: the shipped styles)")
     parser.add_argument("--sizes", default="1024,2048", help="long sides of the portraits, px")
     parser.add_argument("--concurrency", default="1,2,4,8,16,32", help="levels to sweep")
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         config = common.load_serve_config(Path(args.config))
         overrides = [f"args.styles_dir={common.resolve_styles_dir(args.styles_dir)}", *args.overrides]
         config = common.apply_overrides(config, overrides)
-        with common.served_graph(config) as base_url:
+        with common.served_graph(config, ray_gpus=args.ray_gpus) as base_url:
             target = base_url + args.path
             results = asyncio.run(sweep(args, target))
     else:

@@ -1,15 +1,20 @@
-"""The CPU targets end to end over HTTP, side by side in one run: fast path, 1 thread, fp32, width 32.
+"""The CPU targets end to end over HTTP, side by side in one run: fast path, fp32 before and now, width 32.
 
-    python -m benchmarks.targets                        # about 8 minutes on a quiet 2-core machine
+    python -m benchmarks.targets                        # about 10 minutes on a quiet 2-core machine
     python -m benchmarks.targets --rounds 1 --requests 8   # smoke run
+    python -m benchmarks.targets --copies fp32_full,fp32   # issue 29 alone: the fp32 path before and now
 
-One Serve instance serves five copies of serve_config.yaml's app in turn, each under its
+One Serve instance serves up to six copies of serve_config.yaml's app in turn, each under its
 own route prefix and otherwise as shipped:
 
 - ``fast``: serve_config.yaml itself (the inference mode ``cartoon.model.inference`` picks);
+- ``fp32_full``: ``args.precision: fp32`` with ``args.background_scale: 1``, the fp32 path
+  as it was before issue 29 (the background model at full size): the picture reference;
 - ``fast_1thread``: the same with ``args.cpu_threads: 1`` (one torch thread always), to
   see what the second thread at c=1 buys on the machine at hand;
-- ``fp32``: the same with ``args.precision: fp32``, the reference path;
+- ``fp32``: the same with ``args.precision: fp32``: the path of a CPU without native bf16
+  (its background model at half size since issue 29, ``cartoon.model.inference.
+  choose_background_scale``);
 - ``fast_wait20``: the same with the Cartoonizer's ``batch_wait_timeout_s`` at 20 ms
   instead of 0 (the CPU setting before round 4), to see what a batch wait costs at c=1
   and buys at c=8;
@@ -22,8 +27,10 @@ measuring one beside four idle others understated every copy by about 15 %. Per 
 in rotated order, each copy is deployed (replacing the previous one), warmed up, sent
 each 1024 px portrait once at c=1, then (every copy but ``w32``) a closed-loop level at
 c=8. Targets (issue 13): 1024 px at c=1 <= 0.4 s with the default
-style; c=8 >= 3 images/s; width 32 at c=1 <= 1.5 s. The share of the CPU's peak is the
-convolution FLOPs of a request's pieces over its ``unet_compute`` time.
+style; c=8 >= 3 images/s; width 32 at c=1 <= 1.5 s. Issue 29, the fp32 path: c=1 <= 0.5 s,
+c=8 >= 2.5 images/s. The share of the CPU's peak is the convolution FLOPs of a request's
+pieces over its ``unet_compute`` time. Each copy's c=1 pictures are compared with
+``fp32_full``'s (PSNR and the largest difference, faces and the rest apart).
 """
 
 import argparse
@@ -47,8 +54,10 @@ from benchmarks.unet import SHAPES, conv_macs, peak_tflops
 TARGET_C1_S = 0.4
 TARGET_C8_IMAGES_PER_S = 3.0
 TARGET_W32_C1_S = 1.5
-COPIES = ("fast", "fast_1thread", "fp32", "fast_wait20", "w32")
-LOADED_COPIES = ("fast", "fast_1thread", "fp32", "fast_wait20")
+TARGET_FP32_C1_S = 0.5
+TARGET_FP32_C8_IMAGES_PER_S = 2.5
+COPIES = ("fast", "fp32_full", "fp32", "fast_1thread", "fast_wait20", "w32")
+LOADED_COPIES = ("fast", "fp32_full", "fp32", "fast_1thread", "fast_wait20")
 
 
 def log(text: str) -> None:
@@ -84,6 +93,7 @@ def copy_configs(config: dict, w32_dir: Path) -> dict[str, dict]:
     (app,) = config["applications"]
     apps = [
         copy_app(app, "fast", {}),
+        copy_app(app, "fp32_full", {"precision": "fp32", "background_scale": 1.0}),
         copy_app(app, "fast_1thread", {"cpu_threads": 1}),
         copy_app(app, "fp32", {"precision": "fp32"}),
         copy_app(app, "fast_wait20", {}, {"batch_wait_timeout_s": 0.02}),
@@ -103,14 +113,15 @@ def serve_only(config: dict, url: str, port: int, name: str) -> dict:
     return httpx.get(f"{url}/{name}/readyz", timeout=30).json()
 
 
-def gflop_per_request(photo: Photo, settings, width: int) -> float:
-    """Convolution GFLOP of the pieces one photo sends through the UNet."""
+def gflop_per_request(photo: Photo, settings, width: int, background_scale: float = 1.0) -> float:
+    """Convolution GFLOP of the pieces one photo sends through the UNet (backgrounds at ``background_scale``)."""
     from cartoon.image.pipeline import Options, Preparer
     from cartoon.model.unet import UNetConfig, random_generator
 
     job = Preparer(settings).prepare(photo.data, Options())
     per_pixel = 2 * conv_macs(random_generator(UNetConfig(width=width)), SHAPES["head"]) / SHAPES["head"] ** 2
-    pixels = sum(piece.shape[0] * piece.shape[1] for piece in [*job.heads, *job.background])
+    pixels = sum(piece.shape[0] * piece.shape[1] for piece in job.heads)
+    pixels += sum(piece.shape[0] * piece.shape[1] * background_scale**2 for piece in job.background)
     return per_pixel * pixels / 1e9
 
 
@@ -144,33 +155,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-s", type=float, default=3.0, help="pause before each throughput level")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a serve_config.yaml override applied to every copy (see benchmarks.compare)")
+    parser.add_argument("--copies", default=",".join(COPIES), help=f"which copies, of {', '.join(COPIES)}")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/targets.json)")
     args = parser.parse_args(argv)
+    copies = [name for name in COPIES if name in args.copies.split(",")]
+    loaded = [name for name in copies if name in LOADED_COPIES]
 
-    from cartoon.model.inference import choose_mode
+    from cartoon.image import codec
+    from cartoon.model.inference import choose_background_scale, choose_mode
     import torch
 
     base = common.apply_overrides(common.load_serve_config(), args.overrides)
     settings = common.pipeline_settings(base)
     threads = common.cartoonizer_threads(base)
-    fast_precision = choose_mode(torch.device("cpu"), common.app_args(base).get("precision", "auto")).precision
     photos = common.portraits([1024])
-    gflop = {
-        "fast": {p.name: gflop_per_request(p, settings, 16) for p in photos},
-        "w32": {p.name: gflop_per_request(p, settings, 32) for p in photos},
-    }
-    gflop["fp32"] = gflop["fast_1thread"] = gflop["fast_wait20"] = gflop["fast"]
-    precision = {"fast": fast_precision, "fast_1thread": fast_precision, "fp32": "fp32",
-                 "fast_wait20": fast_precision, "w32": fast_precision}
+    faces = {photo.name: common.face_mask(codec.decode(photo.data).rgb) for photo in photos}
     started = time.perf_counter()
     description = common.machine_description()
-    c1: dict[str, list[Sample]] = {name: [] for name in COPIES}
-    levels: dict[str, list[Level]] = {name: [] for name in LOADED_COPIES}
+    c1: dict[str, list[Sample]] = {name: [] for name in copies}
+    levels: dict[str, list[Level]] = {name: [] for name in loaded}
+    pictures: dict[str, dict[str, np.ndarray]] = {name: {} for name in copies}
     ready: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="w32_style") as w32_dir:
         configs = copy_configs(base, width32_registry(Path(w32_dir)))
+        modes = {}  # copy -> (precision, background scale), as the Cartoonizer will choose them
+        for name, app_config in configs.items():
+            app = common.app_args(app_config)
+            mode = choose_mode(torch.device("cpu"), app.get("precision", "auto"))
+            modes[name] = (mode.precision, choose_background_scale(mode, app.get("background_scale", "auto"),
+                                                                   tiled=bool(app.get("tile", 0))))
+        precision = {name: mode[0] for name, mode in modes.items()}
+        gflop = {name: {p.name: gflop_per_request(p, settings, 32 if name == "w32" else 16, scale) for p in photos}
+                 for name, (_, scale) in modes.items()}
         # Logical CPUs for two copies at full scale: the outgoing one may still be stopping.
-        with common.served_graph(configs[COPIES[0]], ray_cpus=4, ready_timeout_s=600) as url:
+        with common.served_graph(configs[copies[0]], ray_cpus=4, ready_timeout_s=600) as url:
             port = int(url.rsplit(":", 1)[1])
             with httpx.Client(timeout=300) as client:
 
@@ -181,21 +199,24 @@ def main(argv: list[str] | None = None) -> int:
                     start = time.perf_counter()
                     response = client.post(endpoint(name), content=photo.data,
                                            headers={"content-type": photo.content_type})
-                    return sample_of(photo, response, time.perf_counter() - start)
+                    sample = sample_of(photo, response, time.perf_counter() - start)
+                    if sample.ok:
+                        pictures[name][photo.name] = codec.decode(response.content).rgb
+                    return sample
 
                 for round_index in range(args.rounds):
                     log(f"round {round_index + 1}/{args.rounds} at {time.perf_counter() - started:.0f} s, "
                         f"load average {os.getloadavg()[0]:.1f}")
-                    shift = round_index % len(COPIES)
-                    for name in COPIES[shift:] + COPIES[:shift]:
+                    shift = round_index % len(copies)
+                    for name in copies[shift:] + copies[:shift]:
                         ready[name] = serve_only(configs[name], url, port, name)
                         for photo in photos:  # warm-up
                             one(name, photo)
-                        if name in LOADED_COPIES:
+                        if name in loaded:
                             asyncio.run(run_level(endpoint(name), photos, args.concurrency, args.concurrency))
                         time.sleep(args.settle_s)
                         c1[name] += [one(name, photo) for photo in photos]
-                        if name in LOADED_COPIES:
+                        if name in loaded:
                             time.sleep(args.settle_s)
                             level = asyncio.run(run_level(endpoint(name), photos, args.concurrency, args.requests))
                             levels[name].append(level)
@@ -204,18 +225,19 @@ def main(argv: list[str] | None = None) -> int:
     end_load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
     def latencies(name: str) -> list[float]:
-        return [s.latency_s for s in c1[name] if s.ok]
+        return [s.latency_s for s in c1.get(name, []) if s.ok]
 
     def rates(name: str) -> list[float]:
-        return [level.throughput() for level in levels[name]]
+        return [level.throughput() for level in levels.get(name, [])]
 
     rows = []
-    for name in COPIES:
+    for name in copies:
         lat = latencies(name)
         stage = {key: mean([s.timings.get(key, np.nan) for s in c1[name] if s.ok]) for key in ("unet_compute", "encode")}
         rows.append([
-            name, precision[name], len(lat), fmt(common.median(lat) * 1000, 0), fmt(mean(lat) * 1000, 0),
-            fmt(common.percentile(lat, 95) * 1000, 0), fmt(stage["unet_compute"], 0), fmt(stage["encode"], 0),
+            name, precision[name], modes[name][1], len(lat), fmt(common.median(lat) * 1000, 0),
+            fmt(mean(lat) * 1000, 0), fmt(common.percentile(lat, 95) * 1000, 0), fmt(stage["unet_compute"], 0),
+            fmt(stage["encode"], 0),
             fmt(peak_share([s for s in c1[name] if s.ok], gflop[name], precision[name],
                            1 if name == "fast_1thread" else threads), 0),
             fmt(common.median(rates(name)), 2) if name in levels else "-",
@@ -224,32 +246,60 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## CPU targets, end to end over HTTP: `python -m benchmarks.targets`\n\n{description}; "
           f"load average at the end {end_load}; {elapsed:.0f} s. Cartoonizer: up to {threads} torch "
           f"threads per forward. Inference modes from /readyz: "
-          + "; ".join(f"{name}: {ready[name].get('inference')}" for name in COPIES) + "\n")
+          + "; ".join(f"{name}: {ready[name].get('inference')}" for name in copies) + "\n")
     print(common.markdown_table(
-        ["copy", "precision", "n c=1", "p50 ms c=1", "mean ms c=1", "p95 ms c=1", "unet_compute ms",
-         "encode ms", "% of peak (UNet, cores used)", f"img/s c={args.concurrency} (median)", "per round"],
+        ["copy", "precision", "background scale", "n c=1", "p50 ms c=1", "mean ms c=1", "p95 ms c=1",
+         "unet_compute ms", "encode ms", "% of peak (UNet, cores used)", f"img/s c={args.concurrency} (median)",
+         "per round"],
         rows))
-    fast_c1 = common.median(latencies("fast"))
-    w32_c1 = common.median(latencies("w32"))
-    fast_rate = common.median(rates("fast"))
-    fp32_c1 = common.median(latencies("fp32"))
-    fp32_rate = common.median(rates("fp32"))
+    print(f"\nPictures at c=1 against fp32_full's (PSNR dB / largest difference of 255), faces and the rest:\n")
+    picture_rows = []
+    for name in copies:
+        for photo in photos:
+            reference, candidate = pictures.get("fp32_full", {}).get(photo.name), pictures[name].get(photo.name)
+            if name == "fp32_full" or reference is None or candidate is None:
+                continue
+            cost = common.picture_cost(reference, candidate, faces[photo.name])
+            picture_rows.append([name, photo.label, *(
+                f"{fmt(cost[f'{part}_psnr'], 1)} / {fmt(cost[f'{part}_max'], 0)}" if f"{part}_psnr" in cost else "-"
+                for part in ("faces", "background"))])
+    print(common.markdown_table(["copy", "photo", "faces", "background"], picture_rows))
+
+    def c1_row(target: str, name: str, limit: float, beside: str) -> list:
+        value, other = common.median(latencies(name)), common.median(latencies(beside))
+        return [target, f"{fmt(value, 3)} s (p50)", f"{beside}: {fmt(other, 3)} s ({fmt(other / value, 2)}x)",
+                verdict(value, limit, True)]
+
+    def rate_row(target: str, name: str, limit: float, beside: str) -> list:
+        value, other = common.median(rates(name)), common.median(rates(beside))
+        return [target, f"{fmt(value, 2)} img/s (median)", f"{beside}: {fmt(other, 2)} img/s ({fmt(value / other, 2)}x)",
+                verdict(value, limit, False)]
+
+    targets = []  # the rows whose copies ran
+    if {"fast", "fp32"} <= set(copies):
+        targets += [
+            c1_row(f"1024 px, c=1, default style: <= {TARGET_C1_S} s", "fast", TARGET_C1_S, "fp32"),
+            rate_row(f"c={args.concurrency}: >= {TARGET_C8_IMAGES_PER_S} img/s", "fast", TARGET_C8_IMAGES_PER_S,
+                     "fp32"),
+        ]
+    if {"fp32", "fp32_full"} <= set(copies):
+        targets += [
+            c1_row(f"fp32 path, 1024 px, c=1: <= {TARGET_FP32_C1_S} s", "fp32", TARGET_FP32_C1_S, "fp32_full"),
+            rate_row(f"fp32 path, c={args.concurrency}: >= {TARGET_FP32_C8_IMAGES_PER_S} img/s", "fp32",
+                     TARGET_FP32_C8_IMAGES_PER_S, "fp32_full"),
+        ]
+    if "w32" in copies:
+        targets.append([f"width-32 model, c=1: <= {TARGET_W32_C1_S} s",
+                        f"{fmt(common.median(latencies('w32')), 3)} s (p50)", "-",
+                        verdict(common.median(latencies("w32")), TARGET_W32_C1_S, True)])
     print()
-    print(common.markdown_table(["target", "measured", "fp32 beside it", "verdict"], [
-        [f"1024 px, c=1, default style: <= {TARGET_C1_S} s", f"{fmt(fast_c1, 3)} s (p50)",
-         f"{fmt(fp32_c1, 3)} s ({fmt(fp32_c1 / fast_c1, 2)}x)", verdict(fast_c1, TARGET_C1_S, True)],
-        [f"c={args.concurrency}: >= {TARGET_C8_IMAGES_PER_S} img/s", f"{fmt(fast_rate, 2)} img/s (median)",
-         f"{fmt(fp32_rate, 2)} img/s ({fmt(fast_rate / fp32_rate, 2)}x)",
-         verdict(fast_rate, TARGET_C8_IMAGES_PER_S, False)],
-        [f"width-32 model, c=1: <= {TARGET_W32_C1_S} s", f"{fmt(w32_c1, 3)} s (p50)", "-",
-         verdict(w32_c1, TARGET_W32_C1_S, True)],
-    ]))
+    print(common.markdown_table(["target", "measured", "beside it", "verdict"], targets))
     path = common.output_path(args.out, "targets.json")
     common.write_json(path, {
         "machine": description, "load_average_end": end_load, "elapsed_s": elapsed, "args": vars(args),
-        "readyz": ready, "gflop_per_request": gflop,
-        "c1": {name: [vars(s) for s in c1[name]] for name in COPIES},
-        "levels": {name: [level.summary() for level in levels[name]] for name in LOADED_COPIES},
+        "readyz": ready, "gflop_per_request": gflop, "picture_rows": picture_rows,
+        "c1": {name: [vars(s) for s in c1[name]] for name in copies},
+        "levels": {name: [level.summary() for level in levels[name]] for name in loaded},
     })
     print(f"\nraw samples: {path}")
     return 0

@@ -75,6 +75,9 @@ class Variant:
             NCHW tensors on a CPU too, as before the banded filter); "avg_pool" (whole
             tensors with ``avg_pool2d`` box means, as before the separable sums). The
             two older ones show what each change buys.
+        background_scale: the "stylizer" runner's background working scale
+            (``cartoon.model.inference.choose_background_scale``): below 1 every input but
+            a head crop runs as a background, shrunk by it and guided-upsampled back.
     """
 
     precision: str
@@ -82,12 +85,15 @@ class Variant:
     runner: str = "eager"
     cudnn_benchmark: bool = True
     filter: str = "served"
+    background_scale: float = 1.0
 
     @property
     def name(self) -> str:
         parts = [self.precision, "NHWC" if self.channels_last else "NCHW", self.runner]
         if self.filter != "served":
             parts.append(f"{self.filter} filter")
+        if self.background_scale < 1.0:
+            parts.append(f"background x{self.background_scale:g}")
         if not self.cudnn_benchmark:
             parts.append("no-cudnn-bench")
         return " ".join(parts)
@@ -222,10 +228,12 @@ def make_runner(variant: Variant, model: UNetGenerator, device: torch.device, si
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (batch, side, side, 3), dtype=torch.uint8, generator=generator)
     if variant.runner == "stylizer":
-        mode = InferenceMode(device, variant.precision, variant.channels_last, "benchmark variant")
+        mode = InferenceMode(device, variant.precision, variant.channels_last, "benchmark variant",
+                             variant.background_scale)
         stylizer = Stylizer(model, model, device, mode)
         array = pixels.numpy()
-        return lambda: stylizer.run(array, "head")
+        kind = "head" if side == SHAPES["head"] else "background"
+        return lambda: stylizer.run(array, kind)
     dtype = DTYPES[variant.precision]
     memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
     net = model.to(device, dtype, memory_format=memory_format).eval()
@@ -394,6 +402,9 @@ def cpu_plan(args) -> list[Case]:
         Variant("bf16", True, "stylizer", filter="avg_pool"),
         Variant("bf16", True, "stylizer", filter="whole"),  # served before the banded filter
         Variant(served.precision, served.channels_last, "stylizer"),  # the served path
+        # The fp32 path's background at a working scale (issue 29); no change on head crops.
+        Variant("fp32", True, "stylizer", background_scale=0.75),
+        Variant("fp32", True, "stylizer", background_scale=0.5),
     ]
     if args.compile:
         variants.append(Variant(served.precision, served.channels_last, "compile"))
@@ -404,6 +415,15 @@ def cpu_plan(args) -> list[Case]:
         for shape in shapes
         for batch in batches[shape]
     ]
+
+
+def sweep_plan(args) -> list[Case]:
+    """The served path (``Stylizer.run``, channels-last) per precision, shape and batch: ``--plan sweep``."""
+    precisions = args.precisions.split(",")
+    batches = common.parse_ints(args.batches or "1,2,4,8,16,32,64")
+    threads = common.parse_ints(args.threads)[0] if args.preset == "cpu" else 0
+    return [Case(Variant(precision, True, "stylizer"), shape, batch, threads)
+            for precision in precisions for shape in args.shapes.split(",") for batch in batches]
 
 
 def gpu_plan(args) -> list[Case]:
@@ -481,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.unet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
                         help="cpu (default) or gpu (needs CUDA; bounded by --budget-s)")
+    parser.add_argument("--plan", choices=("full", "sweep"), default="full",
+                        help="full: the preset's variants; sweep: the served path per --precisions, shape and batch")
+    parser.add_argument("--precisions", default="fp16,bf16", help="--plan sweep: precisions to sweep")
     parser.add_argument("--styles-dir", help="time the default style's model from here (default: shipped styles)")
     parser.add_argument("--width", type=int, default=0,
                         help="time random weights of this UNet width (32: the DCT-Net import's) instead of a style")
@@ -514,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     args.budget_s = args.budget_s or (230.0 if gpu else 600.0)
     model, source = load_model(args.styles_dir, args.width)
     macs = {shape: conv_macs(model, side) for shape, side in SHAPES.items()}
-    plan = gpu_plan(args) if gpu else cpu_plan(args)
+    plan = sweep_plan(args) if args.plan == "sweep" else gpu_plan(args) if gpu else cpu_plan(args)
     if gpu:
         description = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
     else:

@@ -4,6 +4,8 @@
     python -m benchmarks.video --clip my.mp4        # any clip
     python -m benchmarks.video --device cuda        # on a GPU machine, in process
     serve run configs/gpu.yaml &  python -m benchmarks.video --device cuda --url http://127.0.0.1:8000
+    python -m benchmarks.video --size 640x360 --frames 240 --deploy serve_config.yaml --served-only
+                                                    # the jobs API alone, on a graph deployed here
 
 Rows, all in this process on the same clip, one after the other:
 - ``per-frame``: each frame through the still-image pipeline independently (detect every
@@ -11,8 +13,10 @@ Rows, all in this process on the same clip, one after the other:
 - ``video``: ``cartoon.video.clip`` as the ``cartoonize`` command runs it: tracked faces, the
   temporal finish, decoding, stages and encoding overlapping.
 - ``video, no hysteresis`` and ``video, no tracking``: each half of the stabilisation alone.
-- ``served job`` (with ``--url``): the clip as a job of a running service (``POST /v1/jobs``),
-  its frames batched by the served Cartoonizer; end to end, upload to download.
+- ``served job`` (with ``--url``, or ``--deploy CONFIG`` to deploy one here first): the clip
+  as a job of a service (``POST /v1/jobs``), its frames batched by the served Cartoonizer;
+  end to end, upload to download. ``--served-only`` leaves the in-process rows out (its
+  speed ratio and PSNR are then against the served row itself).
 
 Flicker is the warping error of Lai et al. 2018 (``cartoon.video.flicker``), flow from the input
 frames; ``input`` is the clip's own score (what flow errors alone cost). PSNR is each
@@ -24,6 +28,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -120,6 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--no-ablations", action="store_true", help="skip the two half-stabilised rows")
     parser.add_argument("--url", help="also run the clip as a job of the service at this URL")
+    parser.add_argument("--deploy", metavar="CONFIG", help="deploy this Serve config here and run the clip as its job")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="--deploy: a config override (see benchmarks.common.apply_overrides)")
+    parser.add_argument("--ray-gpus", type=int, help="--deploy: logical GPUs Ray declares")
+    parser.add_argument("--served-only", action="store_true", help="only the served job (needs --url or --deploy)")
     parser.add_argument("--json", help="results file (default benchmarks/results/video.json)")
     args = parser.parse_args(argv)
 
@@ -132,25 +142,34 @@ def main(argv: list[str] | None = None) -> None:
         runs["video, no hysteresis"] = ClipSettings(hysteresis=Hysteresis(cell=0.0, line=0.0, black=0.0))
         # Detection every frame, no smoothing (a One Euro cutoff far above any frame rate).
         runs["video, no tracking"] = ClipSettings(tracker=TrackerSettings(detect_every=1, min_cutoff=1e9))
-    with tempfile.TemporaryDirectory() as scratch:
+    if args.served_only and not (args.url or args.deploy):
+        parser.error("--served-only needs --url or --deploy")
+    with tempfile.TemporaryDirectory() as scratch, ExitStack() as stack:
         directory = Path(scratch)
         width, height = map(int, args.size.split("x"))
         source = args.clip or make_clip(directory, args.frames, args.fps, width, height)
         info = media.probe(source, media.VideoLimits(max_seconds=float("inf")))
-        results = {"per-frame": per_frame(source, directory / "per-frame.mp4", info, pipeline, options)}
-        for name, settings in runs.items():
-            results[name] = stabilised(source, directory / f"{name}.mp4", info, pipeline, options, settings)
-        if args.url:
-            results["served job"] = served_job(source, directory / "served job.mp4", args.url, options.style)
+        results = {}
+        if not args.served_only:
+            results["per-frame"] = per_frame(source, directory / "per-frame.mp4", info, pipeline, options)
+            for name, settings in runs.items():
+                results[name] = stabilised(source, directory / f"{name}.mp4", info, pipeline, options, settings)
+        url = args.url
+        if args.deploy:
+            config = common.apply_overrides(common.load_serve_config(Path(args.deploy)), args.overrides)
+            url = stack.enter_context(common.served_graph(config, ray_gpus=args.ray_gpus))
+        if url:
+            results["served job"] = served_job(source, directory / "served job.mp4", url, options.style)
         outputs = {name: decoded(directory / f"{name}.mp4") for name in results}
-        inputs = [resize_to(rgb, *outputs["per-frame"][0].shape[:2]) for rgb in decoded(source)]
+        reference = next(iter(results))  # per-frame, unless served only
+        inputs = [resize_to(rgb, *outputs[reference][0].shape[:2]) for rgb in decoded(source)]
         errors = flicker.warping_error(inputs, {"input": inputs, **outputs})
     for name, result in results.items():
         result["warping_error"] = errors[name]
         result["psnr_vs_per_frame_db"] = float(np.mean(
-            [flicker.psnr(a, b) for a, b in zip(outputs[name], outputs["per-frame"])]
-        )) if name != "per-frame" else None
-    baseline_fps = results["per-frame"]["fps"]
+            [flicker.psnr(a, b) for a, b in zip(outputs[name], outputs[reference])]
+        )) if name != reference else None
+    baseline_fps = results[reference]["fps"]
     stages = ["decode", "detect", "track", "align", "background", "unet", "finish", "compose", "encode"]
     rows = []
     for name, result in results.items():

@@ -80,12 +80,17 @@ class Cartoonizer:
         self.reconfigure(BatchingConfig().model_dump())  # Serve then applies the user_config
 
         def build(style: str) -> Stylizer | SimulatedStylizer:
-            return simulated or Stylizer.from_style(self.registry.get(style), self.device, self.precision)
+            return simulated or Stylizer.from_style(
+                self.registry.get(style), self.device, self.precision, args.background_scale, tiled=bool(args.tile)
+            )
 
         # The default style is loaded and timed before the replica reports itself up, so
         # a running replica is one whose model really ran, and the Ingress admits a first
         # burst by what that forward cost (cartoon.image.capacity).
         started = {self.registry.default: build(self.registry.default)}
+        # As loaded: a style may fall back from bf16, and the background scale follows the precision.
+        self.mode = started[self.registry.default].mode
+        _logger.info("default style loaded: %s", self.mode.describe())
         self.seconds_per_image = seconds_per_image(
             started[self.registry.default].run,
             typical_pieces(args.process_side, args.tile, args.halo),

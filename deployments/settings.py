@@ -40,6 +40,11 @@ class AppArgs(BaseModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="UNet precision: auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)"
     )
+    background_scale: float | Literal["auto"] = Field(
+        1.0,
+        description="working scale of the background model, edges restored by guided upsampling: auto (0.5 on "
+        "the fp32 CPU path, else 1) or a number in (0, 1]; 1 = full size, the reference",
+    )
     cpu_threads: int = Field(0, ge=0, description="torch threads on CPU; 0 = the replica's num_cpus, at least 1")
     styles_per_replica: int = Field(4, ge=1, description="styles each Cartoonizer keeps loaded (LRU)")
     gpu_memory_fraction: float = Field(
@@ -146,6 +151,13 @@ class AppArgs(BaseModel):
             problems.append(
                 f"tile ({self.tile}) must be 0 or a multiple of {UNET_STRIDE} above 2 * halo ({2 * self.halo})"
             )
+        if self.background_scale != "auto" and not 0.0 < self.background_scale <= 1.0:
+            problems.append(f"background_scale ({self.background_scale}) must be 'auto' or in (0, 1]")
+        elif self.background_scale != "auto" and self.background_scale < 1.0 and self.tile:
+            problems.append(
+                f"background_scale ({self.background_scale}) below 1 needs whole backgrounds (tile 0): a tile's "
+                "halo would shrink with it below the UNet's receptive radius"
+            )
         if self.background_pixels < self.process_side**2:
             problems.append(
                 f"background_pixels ({self.background_pixels}) must be at least process_side squared "
@@ -183,6 +195,7 @@ class AppArgs(BaseModel):
             max_pieces=self.max_pieces,
             device=self.device,
             precision=self.precision,
+            background_scale=self.background_scale,
         )
 
 

@@ -133,7 +133,9 @@ def _stylizer(style: str | None, settings: PipelineSettings) -> Stylizer:
         # node, which the other actors are using.
         cv2.setNumThreads(threads)
     registry = StyleRegistry.from_directory(DEFAULT_STYLES_DIR)
-    return Stylizer.from_style(registry.get(style), device, settings.precision)
+    return Stylizer.from_style(
+        registry.get(style), device, settings.precision, settings.background_scale, tiled=bool(settings.tile)
+    )
 
 
 def _failed(row: dict, error: str) -> dict:

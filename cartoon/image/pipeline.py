@@ -52,6 +52,10 @@ class PipelineSettings:
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     precision: str = "auto"  # cartoon.model.inference.choose_mode: fp32 is the reference
     tone: ToneParams = field(default_factory=ToneParams)  # for styles whose tone is "photo"
+    # The background model's working scale, "auto" or in (0, 1]:
+    # cartoon.model.inference.choose_background_scale (auto: 0.5 on the fp32 CPU path,
+    # about 2x the images/s for thicker background outlines; 1, the default, full size).
+    background_scale: float | str = 1.0
 
 
 @dataclass(frozen=True)
@@ -383,7 +387,8 @@ class Pipeline:
         entry = self.registry.get(style)
         if entry.name not in self._stylizers:
             self._stylizers[entry.name] = Stylizer.from_style(
-                entry, self.settings.device, self.settings.precision
+                entry, self.settings.device, self.settings.precision,
+                self.settings.background_scale, tiled=bool(self.settings.tile),
             )
         return self._stylizers[entry.name]
 

@@ -16,7 +16,9 @@ from cartoon.errors import WeightsError
 from cartoon.image.finish import FINISHES, Finish, apply_batch
 from cartoon.model.registry import DEFAULT_PRECISION, DEFAULT_STYLES_DIR, REGISTRY_FILE, STYLE_PRECISIONS
 from cartoon.image.tone import TONES
-from cartoon.model.inference import InferenceMode, Precision, checked_bf16, choose_mode
+from cartoon.model.inference import (
+    BackgroundScale, InferenceMode, Precision, checked_bf16, choose_background_scale, choose_mode,
+)
 from cartoon.model.unet import MODES, UNetGenerator, config_from_weights, load_generator, to_uint8
 
 
@@ -44,6 +46,9 @@ class Style:
         tone: "photo" to re-expose the photo from itself before the generators
             (``cartoon.image.tone``), or None to give them the photo as it is (an
             imported style whose output must stay exact).
+        min_background_scale: the smallest working scale "auto" may give its background
+            model (``cartoon.model.inference.choose_background_scale``): 1 for a style whose
+            outlines a half-size background loses (comic's ink on clothes).
     """
 
     name: str
@@ -59,6 +64,7 @@ class Style:
     finish: str | None = None
     precision: str = "auto"
     tone: str | None = None
+    min_background_scale: float = 0.0
 
     def served_precision(self, configured: Precision = "auto") -> str:
         """The precision the style is served in: the config's, unless it says "auto"."""
@@ -95,6 +101,7 @@ def _style(directory: Path, entry: dict) -> Style:
         finish=entry.get("finish"),
         precision=entry.get("precision", DEFAULT_PRECISION.get(mode, "auto")),
         tone=entry.get("tone"),
+        min_background_scale=float(entry.get("min_background_scale", 0.0)),
     )
     if style.precision not in STYLE_PRECISIONS:
         raise ValueError(
@@ -104,6 +111,8 @@ def _style(directory: Path, entry: dict) -> Style:
         raise ValueError(f"style {style.name!r}: unknown finish {style.finish!r}; known: {', '.join(FINISHES)}")
     if style.tone not in TONES:
         raise ValueError(f"style {style.name!r}: unknown tone {style.tone!r}; known: photo, or none")
+    if not 0.0 <= style.min_background_scale <= 1.0:
+        raise ValueError(f"style {style.name!r}: min_background_scale must be within 0..1")
     if style.mode not in MODES:
         raise ValueError(f"style {style.name!r}: unknown mode {style.mode!r}")
     if style.background_padding not in PADDINGS:
@@ -199,11 +208,18 @@ class Stylizer:
 
     @classmethod
     def from_style(
-        cls, style: Style, device: str | torch.device = "auto", precision: Precision = "auto"
+        cls,
+        style: Style,
+        device: str | torch.device = "auto",
+        precision: Precision = "auto",
+        background_scale: BackgroundScale = 1.0,
+        tiled: bool = False,
     ) -> "Stylizer":
         """Loads a registry entry's weights, checking both files against its width and mode.
 
         ``precision`` is the config's; with "auto" the style's own ``precision`` decides.
+        ``background_scale`` as ``cartoon.model.inference.choose_background_scale`` takes it
+        (``tiled``: the backgrounds come in tiles); 1, the default, is the reference.
         """
         generators = {}
         for kind, path in (("head", style.head), ("background", style.background)):
@@ -226,8 +242,9 @@ class Stylizer:
             mode = checked_bf16(mode, list(generators.values()))
         elif served != precision:
             mode = replace(mode, reason=f"style {style.name!r} asks for {served}")
+        scale = choose_background_scale(mode, background_scale, style.mode, tiled, style.min_background_scale)
         return cls(
-            generators["head"], generators["background"], device, mode,
+            generators["head"], generators["background"], device, replace(mode, background_scale=scale),
             paste_mask=load_mask(style), finish=FINISHES[style.finish] if style.finish else None,
         )
 
@@ -270,7 +287,8 @@ class Stylizer:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         model = self.models[kind]
-        out = to_uint8(model(batch), model.config.mode)  # (B, 3, H, W)
+        scale = self.mode.background_scale if kind == "background" else 1.0  # heads at full size
+        out = to_uint8(model(batch, scale), model.config.mode)  # (B, 3, H, W)
         return out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 

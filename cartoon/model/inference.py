@@ -30,12 +30,15 @@ class InferenceMode:
             filter always runs in fp32).
         channels_last: NHWC weights and inputs.
         reason: one line saying why this mode was chosen.
+        background_scale: the background model's working scale (``choose_background_scale``);
+            head crops always run at full size.
     """
 
     device: torch.device
     precision: str
     channels_last: bool
     reason: str
+    background_scale: float = 1.0
 
     @property
     def dtype(self) -> torch.dtype:
@@ -47,6 +50,7 @@ class InferenceMode:
             "device": str(self.device),
             "precision": self.precision,
             "channels_last": self.channels_last,
+            "background_scale": self.background_scale,
             "reason": self.reason,
         }
 
@@ -93,6 +97,36 @@ def choose_mode(device: torch.device, precision: Precision = "auto") -> Inferenc
         return InferenceMode(device, "fp32", True, f"CPU has no native bf16 (capability {capability})")
     reason = "asked for" if precision == "fp32" or feature else "asked for; this CPU emulates bf16 (slow)"
     return InferenceMode(device, precision, True, reason)
+
+
+# The background pass's working scale where "auto" shrinks it: the fp32 CPU path, where
+# the whole-background forward was 85 % of an image's UNet time. At 0.5 the forward
+# costs about a quarter (docs/BENCHMARKS.md, "Background at half size").
+REDUCED_BACKGROUND_SCALE = 0.5
+BackgroundScale = float | Literal["auto"]
+
+
+def choose_background_scale(
+    mode: InferenceMode, requested: BackgroundScale = "auto", generator_mode: str = "native", tiled: bool = False,
+    floor: float = 0.0,
+) -> float:
+    """The scale the background model works at (``UNetGenerator.forward``'s ``working_scale``).
+
+    "auto": ``REDUCED_BACKGROUND_SCALE`` on the fp32 CPU path, where the picture pays a
+    little for half the latency; 1 (full size) on CUDA and with bf16, which are fast
+    enough, for DCT-Net imports (their TensorFlow parity), and for tiled backgrounds (a
+    tile's halo would shrink with it below the UNet's receptive radius); never under
+    ``floor``, the style's own least scale. A number asked for is taken as it is.
+
+    Raises:
+        ValueError: a number outside (0, 1].
+    """
+    if requested == "auto":
+        reduced = mode.device.type == "cpu" and mode.precision == "fp32" and generator_mode == "native" and not tiled
+        return max(REDUCED_BACKGROUND_SCALE, floor) if reduced else 1.0
+    if not 0.0 < float(requested) <= 1.0:
+        raise ValueError(f"background_scale must be 'auto' or in (0, 1], not {requested!r}")
+    return float(requested)
 
 
 def forward_threads(max_threads: int, images_in_flight: int) -> int:

@@ -8,6 +8,7 @@ TF1 ``resize_bilinear`` without half-pixel centres, BGR channel order, output cl
 +-0.999999 and truncated to uint8. A weights file names its mode in its metadata.
 """
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from cartoon.constants import UNET_STRIDE
 from cartoon.errors import WeightsError
 
 MODES = ("native", "tf1")
@@ -83,13 +85,27 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     Returns:
         (B, C, H, W) filtered `src`.
     """
+    mean_a, mean_b = guided_coefficients(guide, src, radius, eps)
+    return mean_a.mul_(guide).add_(mean_b)
+
+
+def guided_coefficients(
+    guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guided filter's local linear model: ``src ~ A * guide + B`` per pixel.
+
+    Args and shapes as ``guided_filter``, whose output is ``A * guide + B``.
+
+    Returns:
+        (A, B), each (B, C, H, W): the window-averaged coefficients.
+    """
     mean_g = box_mean(guide, radius)
     mean_s = box_mean(src, radius)
     cov = box_mean(guide * src, radius).sub_(mean_g * mean_s)
     var = box_mean(guide * guide, radius).sub_(mean_g * mean_g)
     a = cov.div_(var.add_(eps))
     b = mean_s.sub_(a * mean_g)
-    return box_mean(a, radius).mul_(guide).add_(box_mean(b, radius))
+    return box_mean(a, radius), box_mean(b, radius)
 
 
 # Rows per band of ``guided_filter_banded``: the band's dozen float arrays stay in the
@@ -236,10 +252,29 @@ class UNetGenerator(nn.Module):
             return tf1_upsample2x(x)
         return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) RGB in [-1, 1] to the same; in tf1 mode the layers see BGR."""
+    def forward(self, x: torch.Tensor, working_scale: float = 1.0) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [-1, 1] to the same; in tf1 mode the layers see BGR.
+
+        Args:
+            x: the input.
+            working_scale: below 1, the layers run on a copy shrunk by this factor and
+                the guided filter's linear model, fitted there, is applied to ``x``
+                itself (``guided_upsample``): about ``working_scale ** 2`` of the
+                work, with edges taken from the full-size input.
+        """
         if self.tf1:
             x = x.flip(1)
+        radius, eps = self.config.filter_radius, self.config.filter_eps
+        if working_scale < 1.0:
+            small = F.interpolate(x, size=working_size(x.shape[-2:], working_scale), mode="area")
+            out = guided_upsample(small, self.layers(small), x, radius, eps)
+        else:
+            out = filter_output(x, self.layers(x), radius, eps)
+        out = out.clamp(-1.0, 1.0)
+        return out.flip(1) if self.tf1 else out
+
+    def layers(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolutions before the guided filter: (B, 3, H, W) to the raw (B, 3, H, W)."""
         # Activations and skip additions work in place on the fresh outputs of the layer
         # before (convolutions, upsampling): the same values, and on a CPU 6-9 % faster
         # a forward, as every full-size temporary is memory traffic (docs/BENCHMARKS.md).
@@ -249,10 +284,42 @@ class UNetGenerator(nn.Module):
         x2 = act(self.widen2(act(self._downsample(self.down2, x1))))  # (B, 4C, H/4, W/4)
         x2 = act(self.narrow2(self.blocks(x2)))  # (B, 2C, H/4, W/4)
         x3 = act(self.up2b(act(self.up2a(self._upsample(x2).add_(x1)))))  # (B, C, H/2, W/2)
-        raw = self.head(act(self.up1(self._upsample(x3).add_(x0))))  # (B, 3, H, W)
-        out = filter_output(x, raw, self.config.filter_radius, self.config.filter_eps)
-        out = out.clamp(-1.0, 1.0)
-        return out.flip(1) if self.tf1 else out
+        return self.head(act(self.up1(self._upsample(x3).add_(x0))))  # (B, 3, H, W)
+
+
+def working_size(size: Sequence[int], scale: float) -> tuple[int, int]:
+    """(height, width) shrunk by ``scale``, each a multiple of the UNet's stride (at least one stride)."""
+    return tuple(max(UNET_STRIDE, round(side * scale / UNET_STRIDE) * UNET_STRIDE) for side in size)
+
+
+def guided_upsample(
+    small: torch.Tensor, raw_small: torch.Tensor, guide: torch.Tensor, radius: int, eps: float
+) -> torch.Tensor:
+    """The generator's output at full size from its layers run at a smaller size.
+
+    He and Sun's fast guided filter (2015): the local linear model ``raw ~ A * x + B``
+    is fitted on the small input and its raw output, its coefficients are upsampled
+    bilinearly (they vary slowly, being window means) and applied to the full-size
+    input, so edges and fine texture come from the photo at full size. At the same
+    size (``small`` is ``guide``) it is ``filter_output``.
+
+    Args:
+        small: (B, C, h, w) the shrunk input the layers saw.
+        raw_small: (B, C, h, w) the layers' raw output.
+        guide: (B, C, H, W) the full-size input.
+        radius, eps: the generator's guided filter.
+
+    Returns:
+        (B, C, H, W) in fp32 at least, like ``filter_output``.
+    """
+    precision = torch.promote_types(guide.dtype, torch.float32)
+    coefficients = guided_coefficients(
+        small.to(precision).contiguous(), raw_small.to(precision).contiguous(), radius, eps
+    )
+    a, b = (
+        F.interpolate(c, size=guide.shape[-2:], mode="bilinear", align_corners=False) for c in coefficients
+    )
+    return a.mul_(guide.to(precision)).add_(b)
 
 
 def to_uint8(out: torch.Tensor, mode: str) -> torch.Tensor:

@@ -5,6 +5,8 @@ import pytest
 import ray
 from ray.util.state import list_actors
 
+from cartoon.model.device import CUDA_CONTEXT_RESERVE_BYTES, memory_fraction
+
 from serve_app.local import deploy_config, free_port
 from tests.cluster.conftest import (
     deployment_status,
@@ -37,27 +39,46 @@ def config(port: int, cartoonizers: int, aligners: int = 1) -> dict:
 
 
 def cartoonizer_gpus() -> float:
-    """The Cartoonizer's num_gpus in configs/gpu.yaml (1: one replica holds the GPU)."""
+    """The Cartoonizer's num_gpus in configs/gpu.yaml (0.5: two replicas share a GPU)."""
     (app,) = gpu_node_config(port=0, deployments={})["applications"]
     (cartoonizer,) = [d for d in app["deployments"] if d["name"] == "Cartoonizer"]
     return cartoonizer["ray_actor_options"]["num_gpus"]
 
 
+def cartoonizer_actors() -> list:
+    """Every live Cartoonizer replica's actor state."""
+    return list_actors(filters=[("class_name", "=", CARTOONIZER_ACTOR), ("state", "=", "ALIVE")], detail=True)
+
+
 def cartoonizer_nodes() -> dict[str, str]:
     """Actor id -> node id of every live Cartoonizer replica."""
-    actors = list_actors(filters=[("class_name", "=", CARTOONIZER_ACTOR), ("state", "=", "ALIVE")])
-    return {actor.actor_id: actor.node_id for actor in actors}
+    return {actor.actor_id: actor.node_id for actor in cartoonizer_actors()}
 
 
-def test_a_full_gpu_of_replicas_all_land_on_the_gpu_node(two_nodes):
+def test_the_gpu_config_splits_a_gpu_between_cartoonizers_whose_memory_caps_fit_it():
+    # The design card's fractional replicas: a share that divides a GPU evenly.
+    share = cartoonizer_gpus()
+    assert 0 < share < 1 and (1 / share).is_integer(), share
+    # Each replica's allocator cap plus its CUDA context, summed over the replicas of one
+    # GPU, fits it: on an 80 GB H100 and on a 24 GB card.
+    for total in (80 * 10**9, 24 * 10**9):
+        used = round(1 / share) * (memory_fraction(share, total) * total + CUDA_CONTEXT_RESERVE_BYTES)
+        assert used <= total + 1, (total, used)  # bytes: the caps add up to the GPU exactly
+
+
+def test_a_full_gpu_of_fractional_replicas_all_land_on_the_gpu_node(two_nodes):
     gpu_node, port = two_nodes
-    per_gpu = round(1 / cartoonizer_gpus())
+    share = cartoonizer_gpus()
+    per_gpu = round(1 / share)
     deploy_config(config(port, per_gpu))
-    wait_until_serving(f"http://127.0.0.1:{port}")
+    # Replicas load their models at once on two cores shared with other work.
+    wait_until_serving(f"http://127.0.0.1:{port}", timeout_s=400)
     wait_for(lambda: running("Cartoonizer") == per_gpu, f"{per_gpu} Cartoonizers running")
 
-    assert set(cartoonizer_nodes().values()) == {gpu_node.node_id}
-    assert len(cartoonizer_nodes()) == per_gpu
+    actors = cartoonizer_actors()
+    assert len(actors) == per_gpu > 1
+    assert {actor.node_id for actor in actors} == {gpu_node.node_id}
+    assert [actor.required_resources.get("GPU") for actor in actors] == [share] * per_gpu
     assert ray.available_resources().get("GPU", 0.0) == 0.0
 
 

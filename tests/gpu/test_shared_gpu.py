@@ -112,7 +112,7 @@ def test_four_quarter_replicas_fill_their_caps_together(one_gpu_ray):
 
 
 def test_the_gpu_config_serves_with_four_quarter_gpu_cartoonizers(one_gpu_ray):
-    """configs/gpu.yaml gives one Cartoonizer the whole GPU; split four ways it must still serve."""
+    """configs/gpu.yaml gives two Cartoonizers half the GPU each; split four ways (its other choice) it must serve."""
     config = yaml.safe_load((ROOT / "configs" / "gpu.yaml").read_text())
     port = free_port()
     config["http_options"].update(host="127.0.0.1", port=port)

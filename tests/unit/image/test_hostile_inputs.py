@@ -83,9 +83,11 @@ def test_a_strip_is_prepared_with_its_padded_canvas_within_the_background_cap(na
     peak, outcome = measure("prepare", hostile_input.data, settings)
     _, piece_height, piece_width, _ = outcome["pieces"]
     assert piece_height * piece_width <= BACKGROUND_PIXELS
-    # The shrunk background and the resize's own buffers: CI measured 28.5 MB for the 1 px strip
-    # against 28.4 at 6 bytes per cap pixel; without the cap it is 953 MB.
-    assert peak <= decode_bound(hostile_input.pixels) + 8 * BACKGROUND_PIXELS, f"{name}: peak {megabytes(peak)}"
+    # The shrunk background and the resize's own buffers (CI measured 28.5 MB for the 1 px strip
+    # against 28.4 at 6 bytes per cap pixel), and since the tone step (cartoon.image.tone) its
+    # gain map at the background's size and the re-exposed copy, 4 + 3 bytes per cap pixel:
+    # 32.4 MB measured. Without the cap it is 953 MB.
+    assert peak <= decode_bound(hostile_input.pixels) + 14 * BACKGROUND_PIXELS, f"{name}: peak {megabytes(peak)}"
 
 
 def test_a_one_pixel_strip_is_served_within_the_unet_bound():

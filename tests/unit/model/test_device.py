@@ -133,11 +133,11 @@ class RunsOutOfMemory(torch.nn.Module):
         self.limit = limit
         self.batches: list[int] = []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, working_scale: float = 1.0) -> torch.Tensor:
         self.batches.append(len(x))
         if len(x) > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.generator(x)
+        return self.generator(x, working_scale)
 
 
 def stylizer_failing_above(limit: int) -> Stylizer:

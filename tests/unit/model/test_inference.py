@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cartoon.model import inference
-from cartoon.model.inference import choose_mode
-from cartoon.image.pipeline import Options, Preparer
+from cartoon.model.inference import REDUCED_BACKGROUND_SCALE, choose_background_scale, choose_mode
+from cartoon.image.pipeline import Options, Pipeline, PipelineSettings, Preparer
 from cartoon.image.styles import StyleRegistry, Stylizer
 from tests import photos
 
@@ -79,6 +79,45 @@ def test_explicit_precisions_and_refusals():
         choose_mode(CPU, "fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
         choose_mode(CPU, "int8")
+
+
+def test_auto_shrinks_the_background_only_on_the_fp32_cpu_path_with_whole_native_backgrounds():
+    fp32, bf16 = choose_mode(CPU, "fp32"), choose_mode(CPU, "bf16")
+    cuda = choose_mode(torch.device("cuda"), "fp32")
+    assert choose_background_scale(fp32) == REDUCED_BACKGROUND_SCALE == 0.5
+    assert choose_background_scale(bf16) == 1.0  # the bf16 path stays as it was
+    assert choose_background_scale(cuda) == 1.0
+    assert choose_background_scale(fp32, generator_mode="tf1") == 1.0  # DCT-Net parity
+    assert choose_background_scale(fp32, tiled=True) == 1.0  # a tile's halo would shrink
+    assert choose_background_scale(bf16, 0.75) == 0.75
+    assert choose_background_scale(fp32, floor=1.0) == 1.0  # a style that loses its outlines at half size
+    assert choose_background_scale(fp32, 0.5, floor=1.0) == 0.5  # a scale asked for is taken as it is
+    for wrong in (0.0, 1.5, -1.0):
+        with pytest.raises(ValueError, match="background_scale"):
+            choose_background_scale(fp32, wrong)
+
+
+def test_comic_keeps_its_background_at_full_size_on_the_fp32_path():
+    comic = StyleRegistry.from_directory().get("comic")
+    assert Stylizer.from_style(comic, "cpu", "fp32", background_scale="auto").mode.background_scale == 1.0
+
+
+def test_auto_shrinks_the_fp32_background_and_the_default_does_not():
+    style = StyleRegistry.from_directory().get(None)
+    reference = Stylizer.from_style(style, "cpu", "fp32")
+    assert reference.mode.background_scale == 1.0
+    assert Pipeline(StyleRegistry.from_directory(), PipelineSettings(device="cpu", precision="fp32")).stylizer(
+        None).mode.background_scale == 1.0
+    served = Pipeline(StyleRegistry.from_directory(),
+                      PipelineSettings(device="cpu", precision="fp32", background_scale="auto")).stylizer(None)
+    assert served.mode.background_scale == 0.5 and served.mode.describe()["background_scale"] == 0.5
+    # Heads are never shrunk; backgrounds differ, within what the half scale costs.
+    rng = np.random.default_rng(0)
+    head = rng.integers(0, 256, (1, 288, 288, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(served.generate(head, "head"), reference.generate(head, "head"))
+    job = Preparer().prepare_array(photos.grace_hopper(), Options())
+    half, full = served.generate(job.background, "background"), reference.generate(job.background, "background")
+    assert half.shape == full.shape and not np.array_equal(half, full)
 
 
 def test_this_machine_reports_its_bf16_feature():

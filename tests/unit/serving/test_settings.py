@@ -17,6 +17,9 @@ from serve_app.app import build_app
     ({"styles_dir": "/nonexistent"}, "styles_dir"),
     ({"api_key_file": "/nonexistent/key"}, "api_key_file"),
     ({"cors_origins": ["example.com"]}, "cors_origins"),
+    ({"background_scale": 0.0}, "background_scale (0.0)"),
+    ({"background_scale": 1.5}, "background_scale (1.5)"),
+    ({"background_scale": 0.5, "tile": 384, "halo": 64}, "background_scale (0.5) below 1 needs whole backgrounds"),
 ])
 def test_a_bad_config_fails_the_build_naming_the_field(args, named):
     with pytest.raises(pydantic.ValidationError, match=named.replace("(", r"\(").replace(")", r"\)")):
@@ -26,6 +29,8 @@ def test_a_bad_config_fails_the_build_naming_the_field(args, named):
 @pytest.mark.parametrize("args", [
     {},
     {"tile": 384, "halo": 64},
+    {"tile": 384, "halo": 64, "background_scale": "auto"},
+    {"background_scale": 0.75},
     {"cors_origins": ["https://app.example.com", "http://localhost:5173"]},
 ])
 def test_good_configs_build(args):
