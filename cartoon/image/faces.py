@@ -15,23 +15,31 @@ LANDMARK_MODELS = {
     5: "shape_predictor_5_face_landmarks.dat",
     68: "shape_predictor_68_face_landmarks.dat",
 }
+# dlib's CNN (max-margin object detection) face detector and its face descriptor network.
+CNN_DETECTOR = "mmod_human_face_detector.dat"
+FACE_DESCRIPTOR = "dlib_face_recognition_resnet_model_v1.dat"
 
 
-def landmark_model_path(points: int) -> Path:
-    """Finds a landmark model shipped by face-recognition-models.
+def model_path(filename: str) -> Path:
+    """Finds a model file shipped by face-recognition-models (``LANDMARK_MODELS``, ``CNN_DETECTOR``, ...).
 
     The package's own ``__init__`` imports pkg_resources, which may be absent, so
     the files are located through the import system without importing it.
     """
-    if points not in LANDMARK_MODELS:
-        raise ValueError(f"landmark model must have 5 or 68 points, not {points}")
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the package face-recognition-models is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / LANDMARK_MODELS[points]
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / filename
     if not path.is_file():
-        raise FileNotFoundError(f"landmark model {path} is missing")
+        raise FileNotFoundError(f"model file {filename} is missing from face-recognition-models")
     return path
+
+
+def landmark_model_path(points: int) -> Path:
+    """The landmark model of ``points`` (5 or 68) points shipped by face-recognition-models."""
+    if points not in LANDMARK_MODELS:
+        raise ValueError(f"landmark model must have 5 or 68 points, not {points}")
+    return model_path(LANDMARK_MODELS[points])
 
 
 @dataclass
