@@ -39,7 +39,7 @@ from cartoon.image.styles import StyleRegistry
 from tools.cartoon_metrics import line_coverage, main_edges, palette_size
 
 SHEET_HEIGHT = 480  # px of each whole-picture panel
-FACE_PANEL = 160  # px of each zoomed face
+FACE_PANEL = 256  # px of each zoomed face
 
 
 @dataclass
@@ -233,7 +233,7 @@ def kind_table(rows: list[Row]) -> str:
 
 def run(styles: list[str] | None, quick: bool, out: Path, styles_dir: Path, reference_cache: Path) -> tuple[list[Row], Runner]:
     runner = Runner(styles_dir)
-    styles = styles or runner.registry.names
+    styles = styles or runner.registry.names()
     out.mkdir(parents=True, exist_ok=True)
     reference = qm.CachedReference(reference_cache)
     rows = []
