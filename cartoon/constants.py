@@ -43,9 +43,11 @@ REFERENCE_POINTS_5 = np.array(
 MASK_AXES = (0.37, 0.41)
 MASK_FEATHER = 0.12
 
-# Default downscaled long side for the HOG face detector: detection time grows with
-# pixel count while faces that matter stay well above dlib's 80 px minimum.
-DETECT_LONG_SIDE = 640
+# Default downscaled long side for the HOG face detector. HOG needs a face of about
+# 80 px: at 1024 that is a face of 125 px in a 1600 px group photo (at 640, 200 px
+# were needed, and small faces in groups got no head pass); the cost grows with the
+# pixel count (benchmarks.quality prints it).
+DETECT_LONG_SIDE = 1024
 
 # The UNet downsamples twice by 2, so whole-image inputs are padded to a multiple.
 UNET_STRIDE = 4
