@@ -23,14 +23,15 @@ REFERENCE_POINTS_68 = np.array(
 # right-of-image eye outer and inner corner, left-of-image eye outer and inner
 # corner, nose base. Calibrated by tools/calibrate_five_point.py: faces aligned with
 # the 68-point path, the 5-point model's points averaged in that frame (12 faces;
-# the crops' corners then differ by 5.2 px on average, of 288).
+# the crops' corners then differ by 4.4 px on average, of 288; recalibrated when the
+# detector moved to normalised lightness at 1024 px, which shifts its boxes slightly).
 REFERENCE_POINTS_5 = np.array(
     [
-        [196.3, 141.6],
-        [168.2, 142.4],
-        [95.7, 141.5],
-        [124.0, 142.8],
-        [146.3, 194.4],
+        [196.3, 141.9],
+        [168.0, 142.4],
+        [95.7, 141.2],
+        [123.9, 142.8],
+        [146.0, 194.3],
     ],
     dtype=np.float64,
 )
@@ -43,9 +44,11 @@ REFERENCE_POINTS_5 = np.array(
 MASK_AXES = (0.37, 0.41)
 MASK_FEATHER = 0.12
 
-# Default downscaled long side for the HOG face detector: detection time grows with
-# pixel count while faces that matter stay well above dlib's 80 px minimum.
-DETECT_LONG_SIDE = 640
+# Default downscaled long side for the HOG face detector. HOG needs a face of about
+# 80 px: at 1024 that is a face of 125 px in a 1600 px group photo (at 640, 200 px
+# were needed, and small faces in groups got no head pass); the cost grows with the
+# pixel count (benchmarks.quality prints it).
+DETECT_LONG_SIDE = 1024
 
 # The UNet downsamples twice by 2, so whole-image inputs are padded to a multiple.
 UNET_STRIDE = 4

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from cartoon.image.faces import DetectorConfig
 from cartoon.image.compose import DEFAULT_MAX_OUTPUT_PIXELS
-from cartoon.constants import UNET_STRIDE
+from cartoon.constants import DETECT_LONG_SIDE, UNET_STRIDE
 from cartoon.errors import WeightsError
 from cartoon.image.codec import DEFAULT_MAX_PIXELS
 from cartoon.image.pipeline import PipelineSettings
@@ -55,7 +55,7 @@ class AppArgs(BaseModel):
     tile: int = Field(0, ge=0, description="background piece side (multiple of 4); 0 = whole background")
     halo: int = Field(64, ge=0, description="overlap between background tiles, >= the UNet's receptive radius")
     landmark_points: Literal[5, 68] = Field(5, description="5 (public domain) or 68 (non-commercial use only)")
-    detect_long_side: int = Field(640, ge=64, description="the face detector runs on a copy this long")
+    detect_long_side: int = Field(DETECT_LONG_SIDE, ge=64, description="the face detector runs on a copy this long")
     score_threshold: float = Field(0.3, description="HOG detection score below which a face is dropped")
     max_faces: int = Field(8, ge=0, description="faces stylized per image, largest first")
     min_face: int = Field(40, ge=1, description="faces smaller than this (px) are ignored")

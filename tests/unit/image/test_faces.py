@@ -8,6 +8,7 @@ import pytest
 from cartoon.image.align import apply_transform, similarity_transform
 from cartoon.constants import CROP_SIZE, REFERENCE_POINTS_5, REFERENCE_POINTS_68
 from cartoon.image.faces import DetectorConfig, FaceDetector, landmark_model_path
+from benchmarks import hard_set
 from tests import photos
 from tools.calibrate_five_point import calibrate, corner_distance, landmark_pairs
 
@@ -138,3 +139,33 @@ def test_detector_is_safe_to_share_between_threads(detector5):
     with ThreadPoolExecutor(max_workers=8) as pool:
         counts = list(pool.map(lambda i: len(detector5.detect(pictures[i % 4])), range(160)))
     assert counts == expected * 40
+
+
+def test_a_small_face_in_a_large_photo_is_found(detector5):
+    """Grace Hopper shrunk into a 1600x1200 picture: a face of about 100 px.
+
+    On the 640 px copy the detector used to search, that face is 40 px, half what HOG
+    can see, and it got no head pass.
+    """
+    picture = hard_set.small_in_canvas(photos.grace_hopper())
+    faces = detector5.detect(picture)
+    assert len(faces) == 1
+    x0, y0, x1, y1 = faces[0].box
+    # The portrait sits at x >= 880, y >= 420, 230x270 px.
+    assert 880 <= x0 < x1 <= 1110 and 420 <= y0 < y1 <= 690
+
+
+@pytest.mark.parametrize("degrees", [50.0, -50.0])
+def test_a_head_tilted_50_degrees_is_found_with_its_eyes_along_the_tilt(detector5, degrees):
+    """HOG's views cover heads tilted up to about 40 degrees; past that, the tilted passes."""
+    picture = hard_set.rotated(photos.astronaut(), degrees)
+    (face,) = detector5.detect(picture)
+    # Image-right eye's outer corner minus image-left eye's outer corner (5-point order).
+    dx, dy = face.landmarks[0] - face.landmarks[2]
+    assert abs(np.degrees(np.arctan2(-dy, dx)) - degrees) < 12.0
+
+
+def test_a_face_under_heavy_noise_is_found(detector5):
+    """A dim copy with noise of 25 levels: upright HOG misses it, a tilted pass finds it."""
+    (face,) = detector5.detect(hard_set.noisy(photos.astronaut(), 25.0))
+    assert inside(((face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2), ASTRONAUT_FACE)
