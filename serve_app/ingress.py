@@ -23,7 +23,7 @@ from cartoon.image.pipeline import Options, Result
 from cartoon.image.styles import StyleRegistry
 from deployments import metrics
 from deployments.settings import AppArgs
-from serve_app import access, jobs, multipart, openapi, web
+from serve_app import access, jobs, live, multipart, openapi, web
 from serve_app.admission import Admission, Overloaded
 from serve_app.errors import CODE_BY_HTTP_STATUS, ApiError, deadline_error, overloaded_error, to_api_error
 from serve_app.readiness import Readiness, Snapshot
@@ -48,6 +48,7 @@ api.add_middleware(access.AccessMiddleware)
 openapi.serve_schema(api)
 api.include_router(web.router)
 api.include_router(jobs.router)
+api.include_router(live.router)
 
 
 @api.exception_handler(ApiError)
