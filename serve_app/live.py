@@ -314,7 +314,7 @@ async def _stream(connection: Connection, session: LiveSession, first: bytes | d
                                              f"{send_timeout_s:g} s; read them as they come")
             window.sent(frame.seq)
             await connection.send({"type": "frame", "seq": frame.seq, "faces": frame.faces,
-                                   "dropped": mailbox.dropped + failed,
+                                   "dropped": mailbox.dropped + failed, "batch_sizes": frame.batch_sizes,
                                    "timings": {name: round(ms, 1) for name, ms in frame.timings.items()}})
             await connection.send(frame.data)
 

@@ -196,6 +196,7 @@ class LiveFrame:
     seq: int  # the index of the camera frame it was made from, counted from 0 on arrival
     faces: int
     timings: dict[str, float] = field(default_factory=dict)  # stage -> ms; "total" from arrival
+    batch_sizes: list[int] = field(default_factory=list)  # of the UNet batches its pieces rode in
 
 
 class LiveSession:
@@ -282,4 +283,4 @@ class LiveSession:
             if stage in job.timings:
                 timings[stage] = job.timings[stage]
         timings["total"] = (time.perf_counter() - received_at) * 1000.0
-        return LiveFrame(encoded, seq, len(tracked), timings)
+        return LiveFrame(encoded, seq, len(tracked), timings, list(job.batch_sizes))
