@@ -3,6 +3,7 @@
     python -m benchmarks.live                                  # serve_config.yaml, started here
     python -m benchmarks.live --url http://127.0.0.1:8000      # a running service
     python -m benchmarks.live --sessions 1,2,4,8 --sizes 640x360 --seconds 30
+    python -m benchmarks.live --preset gpu                     # configs/gpu.yaml: 1..16 sessions at 640x360
 
 Each client sends every frame of the clip on the camera's clock (30 frames/s, never
 waiting for an answer, as a camera does) and reads every cartoon that comes back. Per
@@ -134,18 +135,24 @@ def main() -> None:
     parser.add_argument("--api-key", help="the service's API key, when it has one")
     parser.add_argument("--clip", help="a video file to replay; default: a camera move over a portrait")
     parser.add_argument("--clip-frames", type=int, default=60, help="frames of the clip to loop over")
-    parser.add_argument("--sessions", type=common.parse_ints, default=[1, 2, 4])
-    parser.add_argument("--sizes", type=parse_sizes, default=[(480, 270), (640, 360)])
+    parser.add_argument("--sessions", type=common.parse_ints)
+    parser.add_argument("--sizes", type=parse_sizes)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per row, after a warm-up")
+    parser.add_argument("--preset", choices=["cpu", "gpu"], default="cpu",
+                        help="gpu: configs/gpu.yaml, 1, 4, 8 and 16 sessions at 640x360 (unless given)")
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                         help="override serve_config.yaml (as benchmarks.common.apply_overrides)")
     args = parser.parse_args()
+    gpu = args.preset == "gpu"
+    args.sessions = args.sessions or ([1, 4, 8, 16] if gpu else [1, 2, 4])
+    args.sizes = args.sizes or ([(640, 360)] if gpu else [(480, 270), (640, 360)])
     print(common.machine_description(), flush=True)
     if args.url:
         rows = measure(args.url, args)
     else:
-        config = common.apply_overrides(common.load_serve_config(), args.set)
-        with common.served_graph(config) as url:
+        config = common.load_serve_config(common.ROOT / "configs" / "gpu.yaml" if gpu else common.SERVE_CONFIG)
+        config = common.apply_overrides(config, args.set)
+        with common.served_graph(config, ray_gpus=1 if gpu else None) as url:
             rows = measure(url, args)
     print(markdown_table(["frame", "sessions", "frames/s each", "latency p50 ms", "latency p95 ms", "dropped"], rows))
 

@@ -129,6 +129,11 @@ class AppArgs(BaseModel):
     live_send_timeout_s: float = Field(
         5.0, gt=0, description="a live client that acknowledges cartoons and acknowledged none for this long is closed (4408 slow_client)"
     )
+    live_max_session_s: float = Field(
+        100.0, gt=0,
+        description="a live session is closed after this (4000 session_time; the page reconnects); keep it under "
+        "http_options.request_timeout_s, where Serve's proxy cuts every request, WebSockets included",
+    )
     live_idle_timeout_s: float = Field(
         30.0, gt=0, description="a live client that sends nothing for this long is closed (4408 idle), freeing its seat"
     )

@@ -55,6 +55,7 @@ _logger = logging.getLogger("ray.serve")
 
 # Application close codes (4000-4999), after the HTTP status of the same meaning.
 CLOSE_CODES = {
+    "session_time": 4000,
     "bad_message": 4400,
     "corrupt_frame": 4400,
     "unauthorized": 4401,
@@ -269,7 +270,7 @@ async def _first_message(connection: Connection, hub: LiveHub, websocket: WebSoc
     return first
 
 
-async def _stream(connection: Connection, session: LiveSession, first: bytes | dict, send_timeout_s: float) -> None:
+async def _stream(connection: Connection, session: LiveSession, first: bytes | dict, args: AppArgs) -> None:
     """Reads messages and cartoonizes the newest frame, until the client leaves or a problem closes it."""
     mailbox = NewestFrame()
     window = AckWindow(UNACKED_CARTOONS)
@@ -309,9 +310,9 @@ async def _stream(connection: Connection, session: LiveSession, first: bytes | d
                     failed += 1
                     continue
                 raise
-            if not await window.room(send_timeout_s):
+            if not await window.room(args.live_send_timeout_s):
                 raise Closing("slow_client", f"{window.size} cartoons were not acknowledged for "
-                                             f"{send_timeout_s:g} s; read them as they come")
+                                             f"{args.live_send_timeout_s:g} s; read them as they come")
             window.sent(frame.seq)
             await connection.send({"type": "frame", "seq": frame.seq, "faces": frame.faces,
                                    "dropped": mailbox.dropped + failed, "batch_sizes": frame.batch_sizes,
@@ -320,7 +321,13 @@ async def _stream(connection: Connection, session: LiveSession, first: bytes | d
 
     reader, worker = asyncio.ensure_future(read()), asyncio.ensure_future(cartoonize())
     try:
-        done, _ = await asyncio.wait({reader, worker}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({reader, worker}, timeout=args.live_max_session_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            # Serve's proxy cuts any request at http_options.request_timeout_s, with no reason
+            # given; the service ends the session first, saying so.
+            raise Closing("session_time", f"a live session lasts at most {args.live_max_session_s:g} s; "
+                                          "reconnect to go on")
         for task in done:
             task.result()  # the reader ended (the client left), or either raised
     finally:
@@ -347,7 +354,7 @@ async def live(websocket: WebSocket) -> None:
                                "limits": {"max_frame_bytes": live_hub.limits.max_frame_bytes,
                                           "max_frame_pixels": live_hub.limits.max_frame_pixels,
                                           "max_size": live_hub.limits.max_size}})
-        await _stream(connection, session, first, live_hub.args.live_send_timeout_s)
+        await _stream(connection, session, first, live_hub.args)
     except Closing as closing:
         await connection.close(closing.code, closing.reason)
     except LiveError as error:

@@ -9,6 +9,7 @@ const MAX_UNANSWERED = 2;
 const FRAME_QUALITY = 0.8;
 const STATS_WINDOW_MS = 2000;
 const CLOSE_UNAUTHORIZED = 4401;
+const CLOSE_SESSION_TIME = 4000; // the service's bound on one session: a new one goes on
 
 const $ = (id) => document.getElementById(id);
 
@@ -139,6 +140,10 @@ export function setUpLive({ announce, options }) {
     const wasOurs = socket === event.target;
     if (!wasOurs) return;
     stop();
+    if (event.code === CLOSE_SESSION_TIME) {
+      start();
+      return;
+    }
     if (event.code === CLOSE_UNAUTHORIZED) {
       askForKey(Boolean(apiKey())).then(start, () => announce("Live needs an API key."));
       return;

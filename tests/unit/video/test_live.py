@@ -14,7 +14,7 @@ from cartoon.image.pipeline import Pipeline
 from cartoon.image.styles import StyleRegistry
 from cartoon.video.clip import LocalStages
 from cartoon.video.live import (
-    LiveError, LiveLimits, LiveSession, LiveSettings, NewestFrame, SettingError, check_frame, decode_frame,
+    AckWindow, LiveError, LiveLimits, LiveSession, LiveSettings, NewestFrame, SettingError, check_frame, decode_frame,
 )
 from tests import clips, photos
 
@@ -90,6 +90,22 @@ def test_the_newest_frame_replaces_the_one_waiting_and_counts_the_drop():
     assert asyncio.run(scenario()) == ((b"third", 2), (b"fourth", 3), 2)
 
 
+def test_a_client_that_acknowledges_is_held_to_the_window_and_one_that_never_does_is_not():
+    async def scenario():
+        window = AckWindow(2)
+        for seq in range(5):  # no ack yet: a client that never acknowledges is not held
+            window.sent(seq)
+        free_before_acks = await window.room(0.01)
+        window.ack(4)
+        window.sent(5)
+        window.sent(6)
+        full = not await window.room(0.05)
+        window.ack(5)
+        return free_before_acks, full, await window.room(0.01)
+
+    assert asyncio.run(scenario()) == (True, True, True)
+
+
 @pytest.fixture(scope="module")
 def served_styles():
     return StyleRegistry.from_directory()
@@ -147,6 +163,12 @@ def test_a_style_or_size_change_mid_stream_takes_effect_on_the_next_frame(sessio
     second = run_frames(session, frames[1:2])[0]
     assert settings.style == "comic" and Image.open(io.BytesIO(second.data)).size == (176, 144)
     assert Image.open(io.BytesIO(first.data)).size == (352, 288)
+    # As a session started so: the comic network, a fresh finish and fresh face tracks.
+    fresh = session_factory()
+    fresh.configure({"style": "comic", "size": 176})
+    expected = run_frames(fresh, frames[1:2])[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(second.data))),
+                                  np.asarray(Image.open(io.BytesIO(expected.data))))
     with pytest.raises(SettingError, match="no-such-style"):
         session.configure({"style": "no-such-style"})
     assert session.settings.style == "comic"
