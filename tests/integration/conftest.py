@@ -34,11 +34,6 @@ BATCHING_USER_CONFIG = {"max_batch_size": 4, "batch_wait_timeout_s": 1.0}
 API_KEY = "integration-test-key-6f1c"
 ALLOWED_ORIGIN = "https://cartoon.example.com"
 # The video jobs app's limits, small enough for the test clips to cross them.
-# The live app: an API key, at most two sessions in all (three per replica, so the total
-# bound is the one met), short timeouts, and a batch wait so two sessions' pieces meet.
-LIVE_LIMITS = {"live_sessions_per_replica": 3, "live_sessions_total": 2, "live_max_frame_bytes": 150_000,
-               "live_send_timeout_s": 2.0, "live_idle_timeout_s": 20.0}
-LIVE_USER_CONFIG = {"max_batch_size": 4, "batch_wait_timeout_s": 0.3}
 JOBS_LIMITS = {"max_video_bytes": 400_000, "max_video_seconds": 3.0, "max_video_pixels": 120_000,
                "job_lost_after_s": 3.0}
 
@@ -117,8 +112,6 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
         # Video jobs with small limits and a short heartbeat, in a folder of their own;
         # its Ingress is the one the lost-job test kills.
         variant(app, "jobs", {"jobs_dir": str(tmp_path_factory.mktemp("small_jobs")), **JOBS_LIMITS}, {}),
-        variant(app, "live", {"api_key_file": str(key_file), **LIVE_LIMITS},
-                {"Cartoonizer": {"user_config": LIVE_USER_CONFIG}}),
     ]
     ray.init(
         num_cpus=RAY_CPUS,

@@ -1,5 +1,5 @@
-"""GET /v1/live: real WebSocket clients against the served graph (the ``live`` app of the conftest:
-an API key, two sessions in all, short timeouts, a batch wait)."""
+"""GET /v1/live: real WebSocket clients against the served graph (tests/live/conftest.py: an
+API key, two sessions in all, short timeouts, a batch wait)."""
 
 import io
 import json
@@ -12,14 +12,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests import clips, photos
-from tests.integration.conftest import API_KEY, LIVE_LIMITS
+from tests.integration.conftest import API_KEY
+from tests.live.conftest import LIVE_LIMITS, PREFIX
 
 FRAMES = [photos.encode(rgb, "JPEG", quality=85) for rgb in clips.camera_move(photos.grace_hopper(), 6, 352, 288)]
 ANSWER_S = 120  # a frame's cartoon on a loaded 2-core machine
 
 
 def live_url(base_url: str) -> str:
-    return base_url.replace("http://", "ws://") + "/live/v1/live"
+    return base_url.replace("http://", "ws://") + PREFIX + "/v1/live"
 
 
 @contextmanager
@@ -55,8 +56,8 @@ def closed(socket, timeout_s: float = ANSWER_S) -> tuple[int, str]:
     return ended.value.rcvd.code, ended.value.rcvd.reason
 
 
-def test_camera_frames_come_back_as_cartoons_with_timings(base_url):
-    with session(base_url, {"api_key": API_KEY, "format": "webp", "size": 320}) as socket:
+def test_camera_frames_come_back_as_cartoons_with_timings(live_base_url):
+    with session(live_base_url, {"api_key": API_KEY, "format": "webp", "size": 320}) as socket:
         next_of(socket, "ready")
         assert next_of(socket, "settings")["settings"]["format"] == "webp"
         socket.send(FRAMES[0])
@@ -66,8 +67,8 @@ def test_camera_frames_come_back_as_cartoons_with_timings(base_url):
     assert {"decode", "track", "stylize", "finish", "compose", "encode", "total"} <= set(frame["timings"])
 
 
-def test_the_key_may_come_as_a_header_and_a_binary_only_client_gets_the_defaults(base_url):
-    with session(base_url, headers={"Authorization": f"Bearer {API_KEY}"}) as socket:
+def test_the_key_may_come_as_a_header_and_a_binary_only_client_gets_the_defaults(live_base_url):
+    with session(live_base_url, headers={"Authorization": f"Bearer {API_KEY}"}) as socket:
         socket.send(FRAMES[0])
         ready = next_of(socket, "ready")
         frame, picture = cartoon(socket)
@@ -76,8 +77,8 @@ def test_the_key_may_come_as_a_header_and_a_binary_only_client_gets_the_defaults
 
 
 @pytest.mark.parametrize("hello", [{"api_key": "wrong-key"}, {"size": 320}, None])
-def test_a_wrong_or_missing_key_closes_with_unauthorized(base_url, hello):
-    with session(base_url, hello) as socket:
+def test_a_wrong_or_missing_key_closes_with_unauthorized(live_base_url, hello):
+    with session(live_base_url, hello) as socket:
         if hello is None:
             socket.send(FRAMES[0])  # a frame first: no key was shown
         code, reason = closed(socket)
@@ -85,8 +86,8 @@ def test_a_wrong_or_missing_key_closes_with_unauthorized(base_url, hello):
     assert "wrong-key" not in reason
 
 
-def test_settings_change_mid_stream_and_a_bad_one_is_refused_without_ending_the_stream(base_url):
-    with session(base_url, {"api_key": API_KEY}) as socket:
+def test_settings_change_mid_stream_and_a_bad_one_is_refused_without_ending_the_stream(live_base_url):
+    with session(live_base_url, {"api_key": API_KEY}) as socket:
         socket.send(FRAMES[0])
         _, first = cartoon(socket)
         socket.send(json.dumps({"style": "comic", "size": 176, "strength": 0.5}))
@@ -108,27 +109,28 @@ def test_settings_change_mid_stream_and_a_bad_one_is_refused_without_ending_the_
     (b"\xff\xd8\xff" + bytes(LIVE_LIMITS["live_max_frame_bytes"]), 4413, "frame_too_large"),
     (FRAMES[0][:2000], 4400, "corrupt_frame"),
 ])
-def test_garbage_closes_the_session_with_its_reason_and_the_service_goes_on(base_url, garbage, code, name):
-    with session(base_url, {"api_key": API_KEY}) as socket:
+def test_garbage_closes_the_session_with_its_reason_and_the_service_goes_on(live_base_url, garbage, code, name):
+    with session(live_base_url, {"api_key": API_KEY}) as socket:
         next_of(socket, "ready")
         socket.send(garbage)
         assert closed(socket)[0] == code
-    with session(base_url, {"api_key": API_KEY}) as socket:
+    with session(live_base_url, {"api_key": API_KEY}) as socket:
         socket.send(FRAMES[0])
         assert cartoon(socket)[0]["seq"] == 0
 
 
-def test_past_the_total_bound_a_session_is_refused_as_full_until_one_leaves(base_url):
+def test_past_the_total_bound_a_session_is_refused_as_full_until_one_leaves(live_base_url):
     total = LIVE_LIMITS["live_sessions_total"]
-    with session(base_url, {"api_key": API_KEY}) as first, session(base_url, {"api_key": API_KEY}) as second:
+    with (session(live_base_url, {"api_key": API_KEY}) as first,
+          session(live_base_url, {"api_key": API_KEY}) as second):
         for socket in (first, second)[:total]:
             next_of(socket, "ready")
-        with session(base_url, {"api_key": API_KEY}) as third:
+        with session(live_base_url, {"api_key": API_KEY}) as third:
             code, reason = closed(third)
         assert code == 4503 and reason.startswith("service_full:") and f"{total} live sessions" in reason
     deadline = time.monotonic() + 30
     while True:  # the seats are given back as the service sees the two leave
-        with session(base_url, {"api_key": API_KEY}) as again:
+        with session(live_base_url, {"api_key": API_KEY}) as again:
             try:
                 next_of(again, "ready")
                 break
@@ -138,8 +140,8 @@ def test_past_the_total_bound_a_session_is_refused_as_full_until_one_leaves(base
         time.sleep(0.5)
 
 
-def test_a_client_that_stops_taking_cartoons_is_closed_as_slow(base_url):
-    with session(base_url, {"api_key": API_KEY}) as socket:
+def test_a_client_that_stops_taking_cartoons_is_closed_as_slow(live_base_url):
+    with session(live_base_url, {"api_key": API_KEY}) as socket:
         socket.send(FRAMES[0])
         frame, _ = cartoon(socket)
         socket.send(json.dumps({"ack": frame["seq"]}))
@@ -157,8 +159,9 @@ def test_a_client_that_stops_taking_cartoons_is_closed_as_slow(base_url):
     assert time.monotonic() - start < 200 * 0.1 + ANSWER_S
 
 
-def test_the_newest_frame_wins_and_two_sessions_ride_in_one_batch(base_url):
-    with session(base_url, {"api_key": API_KEY}) as first, session(base_url, {"api_key": API_KEY}) as second:
+def test_the_newest_frame_wins_and_two_sessions_ride_in_one_batch(live_base_url):
+    with (session(live_base_url, {"api_key": API_KEY}) as first,
+          session(live_base_url, {"api_key": API_KEY}) as second):
         for socket in (first, second):
             next_of(socket, "ready")
         for frame in FRAMES:  # a burst: all but the first and the last wait and are replaced
