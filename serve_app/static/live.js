@@ -175,6 +175,7 @@ export function setUpLive({ announce, options }) {
     sentAt.clear();
     shown = [];
     socket = new WebSocket(liveUrl());
+    cartoon.dataset.sessions = String(Number(cartoon.dataset.sessions || 0) + 1);
     socket.addEventListener("open", () => {
       const key = apiKey();
       socket.send(JSON.stringify({ ...settings(), ...(key ? { api_key: key } : {}) }));

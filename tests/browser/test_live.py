@@ -47,7 +47,9 @@ def test_the_camera_is_cartoonized_live_with_style_changes_snapshot_and_recordin
     page.locator("#strength").fill("0.5")
     page.locator("#strength").dispatch_event("change")
     assert settings_in_use(page)["format"] == "jpeg" and settings_in_use(page)["size"] == 480
-    wait_for(lambda: settings_in_use(page)["style"] == "comic" and settings_in_use(page)["strength"] == 0.5)
+    # Changed on the running session: no new session (the page opens one after a 4000 close).
+    wait_for(lambda: settings_in_use(page)["style"] == "comic" and settings_in_use(page)["strength"] == 0.5, 30)
+    assert page.eval_on_selector("#live-cartoon", "canvas => canvas.dataset.sessions") == "1"
     drawn = frames_drawn(page)
     wait_for(lambda: frames_drawn(page) >= drawn + 2)  # frames keep coming after the change
 
