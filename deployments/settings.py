@@ -140,6 +140,28 @@ class AppArgs(BaseModel):
     job_shutdown_s: float = Field(
         600.0, gt=0, description="a VideoJobRunner told to stop finishes its jobs this long, then hands them back"
     )
+    live_sessions_per_replica: int = Field(
+        4, ge=0, description="live camera sessions (GET /v1/live) each Ingress replica holds at once; 0 = live off"
+    )
+    live_sessions_total: int = Field(
+        8, ge=0, description="live sessions of all Ingress replicas together; 0 = only the per-replica bound"
+    )
+    live_max_frame_bytes: int = Field(1_000_000, ge=1, description="an encoded live camera frame (closed 4413 above)")
+    live_max_frame_pixels: int = Field(
+        1920 * 1080, ge=1, description="a live camera frame's width x height, from its header (closed 4413 above)"
+    )
+    live_max_size: int = Field(1280, ge=64, description="the longest cartoon side a live client may ask for")
+    live_send_timeout_s: float = Field(
+        5.0, gt=0, description="a live client that acknowledges cartoons and acknowledged none for this long is closed (4408 slow_client)"
+    )
+    live_max_session_s: float = Field(
+        100.0, gt=0,
+        description="a live session is closed after this (4000 session_time; the page reconnects); keep it under "
+        "http_options.request_timeout_s, where Serve's proxy cuts every request, WebSockets included",
+    )
+    live_idle_timeout_s: float = Field(
+        30.0, gt=0, description="a live client that sends nothing for this long is closed (4408 idle), freeing its seat"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "AppArgs":

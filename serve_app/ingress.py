@@ -27,7 +27,7 @@ from deployments.resend import digest, with_resends
 from deployments.shared_book import Evidence
 from deployments.settings import AppArgs
 from deployments.trials import cartoonize_alone, run_alone
-from serve_app import access, jobs, multipart, openapi, web
+from serve_app import access, jobs, live, multipart, openapi, web
 from serve_app.admission import Admission, Overloaded
 from serve_app.errors import CODE_BY_HTTP_STATUS, ApiError, deadline_error, overloaded_error, poison_error, to_api_error
 from serve_app.readiness import Readiness, Snapshot
@@ -51,6 +51,7 @@ api.add_middleware(access.AccessMiddleware)
 openapi.serve_schema(api)
 api.include_router(web.router)
 api.include_router(jobs.router)
+api.include_router(live.router)
 
 
 @api.exception_handler(ApiError)

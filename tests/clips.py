@@ -118,3 +118,14 @@ def portrait_clip(path: Path, frames: int = 24, fps: int = 12, **kwargs) -> Path
 def astronaut_clip(path: Path, frames: int = 24, fps: int = 12, **kwargs) -> Path:
     """The astronaut, 320x320, a slow zoom and drift."""
     return write_clip(path, camera_move(photos.astronaut(), frames, 320, 320), fps, **kwargs)
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
+    """Raw 4:2:0 frames in a YUV4MPEG2 file: what Chromium plays as a fake camera
+    (``--use-file-for-fake-video-capture``). Sides must be even."""
+    height, width = frames[0].shape[:2]
+    with path.open("wb") as output:
+        output.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            output.write(b"FRAME\n" + cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from cartoon.image.background import PADDINGS
-from cartoon.image.eyes import keep_eyes_batch
 from cartoon.constants import CROP_SIZE
 from cartoon.model.device import halve_on_out_of_memory, resolve_device
 from cartoon.errors import WeightsError
@@ -250,7 +249,7 @@ class Stylizer:
         )
 
     def run(self, pieces: np.ndarray, kind: str, finished: Sequence[bool] | None = None) -> np.ndarray:
-        """Stylizes a batch: the generators, then the style's finish (``cartoon.image.eyes`` on heads).
+        """Stylizes a batch: the generators, then the style's finish.
 
         Args:
             pieces: (B, H, W, 3) uint8, H and W multiples of 4.
@@ -266,15 +265,12 @@ class Stylizer:
             DeviceOutOfMemoryError: the batch and its halves did not fit in GPU memory.
         """
         output = self.generate(pieces, kind)
-        chosen = np.arange(len(pieces)) if finished is None else np.flatnonzero(np.asarray(finished, dtype=bool))
+        if finished is None:
+            return apply_batch(output, self.finish)
+        chosen = np.flatnonzero(np.asarray(finished, dtype=bool))
         if len(chosen):
-            output[chosen] = self._finished(pieces[chosen], output[chosen], kind)
+            output[chosen] = apply_batch(output[chosen], self.finish)
         return output
-
-    def _finished(self, pieces: np.ndarray, output: np.ndarray, kind: str) -> np.ndarray:
-        """The style's finish; on heads, then the photo's eyes where the drawing inked them over."""
-        output = apply_batch(output, self.finish)
-        return keep_eyes_batch(pieces, output) if kind == "head" else output
 
     def generate(self, pieces: np.ndarray, kind: str) -> np.ndarray:
         """The generators' output alone, without the finish: what precision changes.

@@ -110,8 +110,10 @@ def _finish_job(temporal: TemporalFinish, job: Job, track_ids: list[int], flows:
     return replace(job, heads=heads.reshape(job.heads.shape), background=background)
 
 
-def _finish_frame(temporal: TemporalFinish, job: Job, track_ids: list[int], previous: np.ndarray | None,
-                  current: np.ndarray) -> Job:
+def finish_tracked_frame(temporal: TemporalFinish, job: Job, track_ids: list[int], previous: np.ndarray | None,
+                         current: np.ndarray) -> Job:
+    """Finishes a stylized frame leaning on its own past: heads by track, the background along
+    the flow from ``previous`` (None: a shot's first frame, finished as a still)."""
     flows = None if previous is None else background_flows(previous, current, job.plan)
     return _finish_job(temporal, job, track_ids, flows)
 
@@ -194,7 +196,7 @@ async def cartoonize_clip(
             for stage in ("align", "background", "unet"):
                 busy[stage] += job.timings.get(stage, 0.0) / 1000.0
             if temporal is not None:
-                job = await on("finish", _finish_frame, temporal, job, track_ids, None if cut else previous, rgb)
+                job = await on("finish", finish_tracked_frame, temporal, job, track_ids, None if cut else previous, rgb)
             previous = rgb
             await composed.put((pts, started(timed_stage("compose", stages.compose(job)))))
         await composed.put(None)

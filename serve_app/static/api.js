@@ -15,9 +15,15 @@ export class ApiError extends Error {
   }
 }
 
+/** The API key the person gave in this tab, or null. */
+export function apiKey() {
+  return sessionStorage.getItem(KEY_STORAGE);
+}
+
 let keyRequest = null; // one dialog for all the requests that got a 401 at once
 
-function askForKey(refused) {
+/** Asks the person for the API key (one dialog at a time); resolves once one is stored. */
+export function askForKey(refused) {
   if (!keyRequest) {
     const dialog = document.getElementById("key-dialog");
     const input = document.getElementById("key-input");

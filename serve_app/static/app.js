@@ -1,6 +1,7 @@
 // The page: one photo, a batch or a video clip, against the JSON API of the same service.
 import { ApiError, call, cartoonize } from "./api.js";
 import * as store from "./store.js";
+import { setUpLive } from "./live.js";
 import { setUpVideo } from "./video.js";
 import { zip } from "./zip.js";
 
@@ -434,3 +435,4 @@ async function restore() {
 loadStyles();
 restore();
 setUpVideo({ announce, messageOf, options, dropZone, showTab: () => selectTab($("tab-video")) });
+setUpLive({ announce, options });

@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 from ray import serve
 
 from serve_app.local import deploy_config, free_port
-from tests import photos
+from tests import clips, photos
 from tests.integration.conftest import load_config, wait_until_ready
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -42,7 +42,14 @@ def open_page(context, url):
 
 
 @pytest.fixture(scope="package")
-def browser():
+def fake_camera(tmp_path_factory) -> Path:
+    """What the browser's camera films: Grace Hopper under a slow handheld move, 352x288, looped."""
+    frames = clips.camera_move(photos.grace_hopper(), 30, 352, 288)
+    return clips.write_y4m(tmp_path_factory.mktemp("camera") / "camera.y4m", frames + frames[-2:0:-1])
+
+
+@pytest.fixture(scope="package")
+def browser(fake_camera):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CARTOON_REQUIRE_BROWSER"):
             pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium")
@@ -50,7 +57,11 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM)
+        # A fake camera, and camera permission granted without asking (the Live tab).
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={fake_camera}",
+        ])
         yield chromium
         chromium.close()
 
