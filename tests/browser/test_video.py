@@ -74,7 +74,8 @@ def decoded(path: Path) -> tuple[list[np.ndarray], str | None]:
 def test_clip_cartoonized_with_progress_and_played_beside_the_clip(open_context, service_url, clip, screenshot):
     page = open_page(open_context(), service_url)
     page.focus("#tab-single")
-    page.keyboard.press("End")  # the tabs' keyboard: End selects the last one
+    page.keyboard.press("End")  # the tabs' keyboard: End selects the last one (Live),
+    page.keyboard.press("ArrowLeft")  # and the arrow the one before it (Video)
     expect(page.locator("#panel-video")).to_be_visible()
     page.set_input_files("#video-file", clip)
     expect(page.locator("#status")).to_have_text("Clip chosen: hopper.mp4. Press Cartoonize the clip.")
