@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.quality_metrics import crop_edges
 from cartoon.image import codec
 from cartoon.image.align import apply_transform, invert_transform
 from cartoon.image.compose import scale_transform
@@ -59,21 +60,10 @@ def second_difference(grey: np.ndarray, points: np.ndarray, normal: np.ndarray) 
 def border_ratios(picture: np.ndarray, matrix: np.ndarray) -> list[float]:
     """For each crop edge inside the picture: the peak near it over the median farther off."""
     grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    inverse = invert_transform(matrix)
     height, width = grey.shape
-    along = np.linspace(0.1, 0.9, 200)[:, None]  # the edge's middle 80%: corners are curved
     ratios = []
-    for start, end in (((0, 0), (CROP_SIZE, 0)), ((0, CROP_SIZE), (CROP_SIZE, CROP_SIZE)),
-                       ((0, 0), (0, CROP_SIZE)), ((CROP_SIZE, 0), (CROP_SIZE, CROP_SIZE))):
-        a, b = apply_transform(inverse, np.array([start, end], float))
-        points = a + along * (b - a)
-        direction = (b - a) / np.linalg.norm(b - a)
-        normal = np.array([-direction[1], direction[0]])
-        reach = FAR[1] + 12  # off the picture edge, where the UNet sees zero padding
-        inside = ((points >= reach) & (points < (width - reach, height - reach))).all(axis=1)
-        if inside.mean() < 0.5:
-            continue
-        points = points[inside]
+    # Off the picture edge by this much, where the UNet sees zero padding.
+    for points, normal in crop_edges(matrix, height, width, margin=FAR[1] + 12):
         offsets = np.arange(-FAR[1], FAR[1] + 0.25, 0.5)
         profile = np.array(
             [np.median(second_difference(grey, points + o * normal, normal)) for o in offsets]
