@@ -105,7 +105,7 @@ def test_readiness_reports_every_deployment_and_holds_under_overload(base_url, c
     for probe in asyncio.run(flood_and_probe()):
         assert probe.status_code == 200, probe.text
         deployments = probe.json()["deployments"]
-        assert set(deployments) == {"Ingress", "FaceAligner", "Cartoonizer", "Postprocessor"}
+        assert set(deployments) == {"Ingress", "FaceAligner", "Cartoonizer", "Postprocessor", "VideoJobRunner"}
         assert all(d["replicas"].get("RUNNING", 0) >= 1 for d in deployments.values())
 
 
