@@ -31,6 +31,9 @@ from tests import clips, photos
 
 CAMERA_FPS = 30.0
 WARM_UP_S = 3.0  # the first seconds: styles load, tracks start, rates settle
+# The per-frame timings the service reports (cartoon.video.live.LiveSession.cartoonize).
+FRAME_STAGES = ("wait", "decode", "track", "align", "background", "unet", "stylize", "finish", "compose", "encode",
+                "total")
 
 
 def clip_frames(clip: str | None, width: int, height: int, count: int) -> list[bytes]:
@@ -50,6 +53,7 @@ async def camera_client(url: str, frames: list[bytes], size: int, seconds: float
     """One session for ``seconds`` after the warm-up; what it measured after the warm-up."""
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
+    stage_ms: dict[str, list[float]] = {}
     received = 0
     measuring_from = None
     sent_measured = 0
@@ -88,13 +92,16 @@ async def camera_client(url: str, frames: list[bytes], size: int, seconds: float
                 if announced is not None and sent_at[announced["seq"]] >= measuring_from:
                     received += 1
                     latencies.append((now - sent_at[announced["seq"]]) * 1000.0)
+                    for stage, ms in announced.get("timings", {}).items():
+                        stage_ms.setdefault(stage, []).append(ms)
                 announced = None
 
         receiver = asyncio.ensure_future(receive())
         await send()
         await asyncio.sleep(1.0)  # the last answers
         receiver.cancel()
-    return {"received": received, "sent": sent_measured, "latencies": latencies, "seconds": seconds}
+    return {"received": received, "sent": sent_measured, "latencies": latencies, "seconds": seconds,
+            "stage_ms": stage_ms}
 
 
 async def run_row(url: str, frames: list[bytes], size: int, sessions: int, seconds: float,
@@ -103,7 +110,12 @@ async def run_row(url: str, frames: list[bytes], size: int, sessions: int, secon
     latencies = [latency for result in results for latency in result["latencies"]]
     sent = sum(result["sent"] for result in results)
     received = sum(result["received"] for result in results)
+    stage_ms: dict[str, list[float]] = {}
+    for result in results:
+        for stage, values in result["stage_ms"].items():
+            stage_ms.setdefault(stage, []).extend(values)
     return {
+        "stages": {stage: float(np.mean(values)) for stage, values in stage_ms.items()},
         "fps": float(np.mean([result["received"] / result["seconds"] for result in results])),
         "p50": common.percentile(latencies, 50),
         "p95": common.percentile(latencies, 95),
@@ -111,9 +123,10 @@ async def run_row(url: str, frames: list[bytes], size: int, sessions: int, secon
     }
 
 
-def measure(url: str, args) -> list[list]:
+def measure(url: str, args) -> tuple[list[list], list[list]]:
+    """The table's rows, and per row the service's own mean milliseconds per stage of a frame."""
     live_url = url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + "/v1/live"
-    rows = []
+    rows, stage_rows = [], []
     for size in args.sizes:
         width, height = size
         frames = clip_frames(args.clip, width, height, args.clip_frames)
@@ -121,8 +134,10 @@ def measure(url: str, args) -> list[list]:
             row = asyncio.run(run_row(live_url, frames, max(width, height), sessions, args.seconds, args.api_key))
             rows.append([f"{width}x{height}", sessions, fmt(row["fps"]), fmt(row["p50"], 0), fmt(row["p95"], 0),
                          f"{row['dropped'] * 100:.0f} %"])
+            stage_rows.append([f"{width}x{height}", sessions,
+                               *(fmt(row["stages"].get(stage, float("nan")), 0) for stage in FRAME_STAGES)])
             print(rows[-1], flush=True)
-    return rows
+    return rows, stage_rows
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -148,13 +163,16 @@ def main() -> None:
     args.sizes = args.sizes or ([(640, 360)] if gpu else [(480, 270), (640, 360)])
     print(common.machine_description(), flush=True)
     if args.url:
-        rows = measure(args.url, args)
+        rows, stage_rows = measure(args.url, args)
     else:
         config = common.load_serve_config(common.ROOT / "configs" / "gpu.yaml" if gpu else common.SERVE_CONFIG)
         config = common.apply_overrides(config, args.set)
         with common.served_graph(config, ray_gpus=1 if gpu else None) as url:
-            rows = measure(url, args)
+            rows, stage_rows = measure(url, args)
     print(markdown_table(["frame", "sessions", "frames/s each", "latency p50 ms", "latency p95 ms", "dropped"], rows))
+    print()
+    print("Mean ms per delivered frame, as the service timed it (stylize holds align, background and unet):")
+    print(markdown_table(["frame", "sessions", *FRAME_STAGES], stage_rows))
 
 
 if __name__ == "__main__":

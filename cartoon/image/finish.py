@@ -11,8 +11,9 @@ rule. ``tools/teachers.py`` builds the teachers from the same functions, so the 
 the finish snaps to is the teacher's own, or a coarser one sharing its bands (a test
 checks that the teacher's own lattice and ink leave a teacher's picture nearly as it is).
 
-Every step is local (at most a few pixels of context), so finishing background tiles that
-carry the UNet's halo gives the same picture as finishing the whole background.
+Every step is local (a few pixels of context; the wash before it about 20), so finishing
+background tiles that carry the UNet's 64 px halo gives the same picture as finishing the
+whole background.
 """
 
 from dataclasses import dataclass, replace
@@ -73,6 +74,72 @@ class SoftBands:
 
 
 @dataclass(frozen=True)
+class Wash:
+    """Where the photo is calm, the student's picture becomes a wash before the finish.
+
+    The student draws outlines at its teacher's band boundaries, and a band boundary of
+    the teacher falls wherever a slow gradient (a sky, a backdrop, bokeh) crosses a
+    lightness step, so on soft backgrounds the student draws lines and islands where the
+    photo has no edge. Where the photo piece it was given is calm (the local deviation
+    of its lightness under ``calm_below`` and no edge within ``clearance``), the
+    student's picture is replaced by a calm-weighted Gaussian blur of itself: only calm
+    pixels are averaged, so nothing of a nearby object bleeds in; the finish then snaps
+    the wash to soft bands and finds no line to ink there. Between ``calm_below`` and
+    ``busy_above`` the two are blended; textured areas, real edges and faces' features
+    keep the student's picture as it is.
+    """
+
+    calm_below: float = 4.0  # 8-bit L* levels (L* x 2.55): local deviation under which the photo is wholly calm
+    busy_above: float = 8.0  # 8-bit L* levels: local deviation over which it is not calm at all
+    grain: float = 1.0  # px: Gaussian before the deviation is read, so film grain and JPEG noise are calm
+    window: int = 9  # px: side of the local deviation's window
+    edge_thresholds: tuple[float, float] = (40.0, 100.0)  # Canny's, on the 8-bit L*: the photo's edges
+    clearance: int = 3  # px: nothing within this of a photo edge is washed
+    sigma: float = 5.0  # px: the wash's Gaussian (at 10 its edge of calm drew ghost outlines)
+
+
+def calm(photo: np.ndarray, params: Wash) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: how calm each pixel of an (H, W, 3) uint8 photo is (``Wash``)."""
+    # Lightness, not grey: CIELAB's L* spreads dark tones, so a suit's folds or hair
+    # against a dark coat are not taken for calm.
+    grey = cv2.GaussianBlur(cv2.cvtColor(photo, cv2.COLOR_RGB2LAB)[..., 0], (0, 0), params.grain)
+    values = grey.astype(np.float32)
+    size = (params.window, params.window)
+    mean = cv2.blur(values, size)
+    deviation = cv2.sqrt(cv2.max(cv2.blur(values * values, size) - mean * mean, 0.0))
+    weight = np.clip((params.busy_above - deviation) * (1.0 / (params.busy_above - params.calm_below)), 0.0, 1.0)
+    side = 2 * params.clearance + 1
+    edges = cv2.dilate(cv2.Canny(grey, *params.edge_thresholds), np.ones((side, side), np.uint8))
+    weight[edges > 0] = 0.0
+    return weight
+
+
+def wash(picture: np.ndarray, photo: np.ndarray, params: Wash, keep: np.ndarray | None = None) -> np.ndarray:
+    """The (H, W, 3) uint8 ``picture`` washed where its (H, W, 3) uint8 ``photo`` is calm (``Wash``).
+
+    ``keep``: an (H, W) float32 weight in [0, 1] of what is kept unwashed whatever the photo.
+    """
+    weight = calm(photo, params)
+    if keep is not None:
+        weight *= 1.0 - keep
+    if not weight.any():
+        return picture
+    image = picture.astype(np.float32)
+    spread = cv2.GaussianBlur(image * weight[..., None], (0, 0), params.sigma)
+    coverage = cv2.GaussianBlur(weight, (0, 0), params.sigma)
+    washed = spread / np.maximum(coverage, 1e-3)[..., None]
+    return np.clip(image + weight[..., None] * (washed - image) + 0.5, 0, 255).astype(np.uint8)
+
+
+def wash_batch(pictures: np.ndarray, photos: np.ndarray, params: Wash | None,
+               keep: np.ndarray | None = None) -> np.ndarray:
+    """``wash`` of each (B, H, W, 3) uint8 picture by its photo; unchanged when ``params`` is None."""
+    if params is None or not len(pictures):
+        return pictures
+    return np.stack([wash(picture, photo, params, keep) for picture, photo in zip(pictures, photos)])
+
+
+@dataclass(frozen=True)
 class Finish:
     """A style's finish, as ``registry.json`` names it (``FINISHES``).
 
@@ -87,6 +154,7 @@ class Finish:
         black_below: L* under which an area is filled with ink (comic's spotted
             blacks), or None.
         soft: soft band boundaries (``SoftBands``), or None for hard ones (the teachers').
+        wash: the calm areas' wash before the finish (``Wash``), or None (the teachers').
     """
 
     palette: Palette
@@ -95,6 +163,7 @@ class Finish:
     ink: Ink
     black_below: float | None = None
     soft: SoftBands | None = None
+    wash: Wash | None = None
 
 
 def to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -476,10 +545,10 @@ def lifted(palette: Palette, lift: float) -> Palette:
 
 FINISHES: dict[str, Finish] = {
     "toon": Finish(lifted(TOON_FINISH_PALETTE, TOON_LIFT), median=3, lines=TOON_FINISH_LINES, ink=TOON_FINISH_INK,
-                   soft=SoftBands()),
+                   soft=SoftBands(), wash=Wash()),
     # The student has learnt comic's stroke width; thickening again would fill the strokes.
     "comic": Finish(
         lifted(COMIC_PALETTE, COMIC_LIFT), median=3, lines=replace(COMIC_LINES, thicken=0), ink=COMIC_INK,
-        black_below=COMIC_BLACK, soft=SoftBands(),
+        black_below=COMIC_BLACK, soft=SoftBands(), wash=Wash(),
     ),
 }

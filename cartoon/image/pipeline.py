@@ -296,7 +296,9 @@ def stylize_jobs(jobs: list[Job], stylizer: Stylizer, finish: bool = True) -> li
     in one batch per piece shape; one job alone gets one batch per kind. ``finish`` as
     in ``stylize_job``.
     """
-    run = stylizer.run if finish else stylizer.generate
+    def run(pieces: np.ndarray, kind: str) -> np.ndarray:
+        return stylizer.run(pieces, kind, None if finish else [False] * len(pieces))
+
     start = time.perf_counter()
     heads, head_batches = _stylize_stacks(run, "head", [job.heads for job in jobs])
     backgrounds, background_batches = _stylize_stacks(run, "background", [job.background for job in jobs])

@@ -31,6 +31,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from cartoon.model.unet import guided_filter_banded
+
 # A style's ``tone`` in ``registry.json``: None gives the generators the photo as it is.
 TONES = (None, "photo")
 
@@ -185,7 +187,7 @@ def apply_tone(rgb: np.ndarray, tone: ToneMap) -> np.ndarray:
         rgb: (H, W, 3) uint8: the photo the map was measured on, at any size.
     """
     height, width = rgb.shape[:2]
-    return _gained(rgb, cv2.resize(tone.gain, (width, height), interpolation=cv2.INTER_LINEAR))
+    return _gained(rgb, cv2.resize(tone.gain, (width, height), interpolation=cv2.INTER_LINEAR), tone.exposure)
 
 
 def apply_tone_to_crop(crop: np.ndarray, tone: ToneMap, matrix: np.ndarray) -> np.ndarray:
@@ -201,16 +203,37 @@ def apply_tone_to_crop(crop: np.ndarray, tone: ToneMap, matrix: np.ndarray) -> n
     from_small = np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0, 0, 1]])
     gain = cv2.warpAffine(tone.gain, (matrix @ from_small).astype(np.float64), crop.shape[1::-1],
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return _gained(crop, gain)
+    return _gained(crop, gain, tone.exposure)
 
 
-def _gained(rgb: np.ndarray, gain: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 with each pixel's linear light multiplied by 2 ** ``gain`` (H, W)."""
+def _gained(rgb: np.ndarray, gain: np.ndarray, exposure: float) -> np.ndarray:
+    """(H, W, 3) uint8 with each pixel's linear light multiplied by 2 ** ``gain`` (H, W),
+    and its noise smoothed where the gain lifts it past the global ``exposure`` (``_quieted``)."""
     factor = cv2.exp(gain * np.float32(np.log(2.0)))
     linear = cv2.multiply(cv2.LUT(rgb, _linear_table()), cv2.merge([factor, factor, factor]))
     # Saturating conversion: light past white is white.
     steps = cv2.multiply(linear, (float(_ENCODE_STEPS),) * 3 + (0.0,), dtype=cv2.CV_16U)
-    return _encode_table()[steps]
+    return _quieted(_encode_table()[steps], gain - np.float32(exposure))
+
+
+# Lifting a region by g stops lifts its sensor and JPEG noise (the 8x8 blocks of a black
+# suit) with it: the students then draw that noise as speckle and ink. Where the local
+# lift (the gain past the global exposure, so a darker copy of a photo is quieted as the
+# photo is) passes QUIET_FROM stops, the picture is blended, fully at QUIET_FULL stops,
+# with its own guided filter (He et al.: self-guided, an edge-preserving smoothing):
+# fluctuations under about QUIET_LEVEL 8-bit levels within QUIET_RADIUS px go, steps
+# above it stay.
+QUIET_FROM, QUIET_FULL = 0.5, 2.0
+QUIET_RADIUS, QUIET_LEVEL = 4, 24.0
+
+
+def _quieted(rgb: np.ndarray, lift: np.ndarray) -> np.ndarray:
+    weight = np.clip((lift - QUIET_FROM) * (1.0 / (QUIET_FULL - QUIET_FROM)), 0.0, 1.0)
+    if not weight.any():
+        return rgb
+    image = rgb.astype(np.float32) * (1.0 / 255.0)
+    smooth = guided_filter_banded(image, image, QUIET_RADIUS, (QUIET_LEVEL / 255.0) ** 2)
+    return np.clip((image + weight[..., None] * (smooth - image)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def normalise_tone(rgb: np.ndarray, boxes: list[tuple[float, float, float, float]],

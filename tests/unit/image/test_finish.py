@@ -170,3 +170,55 @@ def test_an_out_of_focus_photo_is_drawn_in_washes_without_false_edges():
     pieces, plan = split(photo)
     served = stitch(stylizer.run(pieces, "background"), plan)
     assert false_edge_share(photo, served) <= 0.005
+
+
+def soft_backdrop_with_a_drawn_line(size: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """(photo, student's picture): a slow left-right gradient, and the same gradient with a dark
+    line drawn down its middle, as a student draws a band boundary where the photo has none."""
+    ramp = np.linspace(90, 150, size, dtype=np.float32)
+    photo = np.repeat(np.repeat(ramp[None, :, None], size, axis=0), 3, axis=2)
+    photo = np.clip(photo + np.random.default_rng(0).normal(0, 1.5, photo.shape), 0, 255).astype(np.uint8)
+    picture = photo.copy()
+    picture[:, size // 2 - 1:size // 2 + 2] = 20
+    return photo, picture
+
+
+@pytest.mark.parametrize("style", FINISHED)
+def test_a_line_drawn_where_the_photo_is_calm_is_washed_away_before_the_ink(style):
+    served = finish.FINISHES[style]
+    photo, picture = soft_backdrop_with_a_drawn_line()
+    inked = lambda rgb: finish.dark_lines(finish.to_lab(rgb)[..., 0], served.lines)  # noqa: E731
+    assert inked(picture).any()
+    washed = finish.wash(picture, photo, served.wash)
+    assert not inked(washed).any()
+    assert not (finish.apply(washed, served) == served.ink).all(axis=-1).any()
+
+
+def test_a_line_along_an_edge_of_the_photo_is_kept():
+    served = finish.FINISHES["toon"]
+    photo, picture = soft_backdrop_with_a_drawn_line()
+    photo[:, 80:] = 230  # the photo's own edge where the student drew its line
+    washed = finish.wash(picture, photo, served.wash)
+    np.testing.assert_array_equal(washed[:, 78:82], picture[:, 78:82])  # the line, within the clearance
+
+
+def test_what_the_caller_keeps_is_not_washed():
+    photo, picture = soft_backdrop_with_a_drawn_line()
+    keep = np.zeros(photo.shape[:2], np.float32)
+    keep[:, 60:100] = 1.0
+    washed = finish.wash(picture, photo, finish.FINISHES["toon"].wash, keep)
+    np.testing.assert_array_equal(washed[:, 60:100], picture[:, 60:100])
+
+
+def test_the_served_comic_washes_a_soft_backdrop_and_inks_less_of_it():
+    """Grace Hopper's blue backdrop: the student's blotches and band lines are washed, the
+    finished backdrop carries less ink than without the wash; her face's crop is not washed."""
+    registry = StyleRegistry.from_directory()
+    stylizer = Stylizer.from_style(registry.get("comic"), "cpu")
+    rgb = photos.grace_hopper()
+    backdrop = (slice(40, 300), slice(380, 500))
+    pieces, plan = split(rgb)
+    served = stitch(stylizer.run(pieces, "background"), plan)
+    unwashed = stitch(finish.apply_batch(stylizer.generate(pieces, "background"), stylizer.finish), plan)
+    ink = lambda rgb: (rgb == finish.COMIC_INK).all(axis=-1)[backdrop].mean()  # noqa: E731
+    assert ink(served) < 0.5 * ink(unwashed)

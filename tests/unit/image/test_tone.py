@@ -134,3 +134,19 @@ def test_a_videos_exposure_holds_within_a_shot_and_starts_afresh_at_a_cut():
     measured = tone.measure_exposure(darker(rgb, 0.25), [])
     assert abs(measured - first - 2.0) < 0.3
     assert smoother.update(darker(rgb, 0.25), [], cut=True) == pytest.approx(measured)
+
+
+def test_lifted_shadows_lose_their_noise_and_keep_their_edges():
+    """A dark noisy patch lifted by the tone step comes out smoother than a plain gain would
+    make it, and the step between two dark cloths stays a step."""
+    rng = np.random.default_rng(0)
+    dark = np.full((64, 128, 3), 12.0)
+    dark[:, 64:] = 28.0
+    noisy = np.clip(dark + rng.normal(0, 2.0, dark.shape), 0, 255).astype(np.uint8)
+    gain = np.full(noisy.shape[:2], 2.5, np.float32)  # stops
+    lifted = tone._gained(noisy, gain, exposure=0.0)
+    factor = 2.0 ** 2.5
+    plain = np.clip(np.round(255 * (np.clip(to_linear(noisy) * factor, 0, 1) ** (1 / 2.4) * 1.055 - 0.055)), 0, 255)
+    assert lifted[:, 8:56].std() < 0.5 * plain[:, 8:56].std()
+    step = lifted[:, 72:120].mean() - lifted[:, 8:56].mean()
+    assert step > 0.9 * (plain[:, 72:120].mean() - plain[:, 8:56].mean())
