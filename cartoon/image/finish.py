@@ -125,10 +125,16 @@ def wash(picture: np.ndarray, photo: np.ndarray, params: Wash, keep: np.ndarray 
     if not weight.any():
         return picture
     image = picture.astype(np.float32)
-    spread = cv2.GaussianBlur(image * weight[..., None], (0, 0), params.sigma)
-    coverage = cv2.GaussianBlur(weight, (0, 0), params.sigma)
+    spread, coverage = (_wide_blur(m, params.sigma) for m in (image * weight[..., None], weight))
     washed = spread / np.maximum(coverage, 1e-3)[..., None]
     return np.clip(image + weight[..., None] * (washed - image) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _wide_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of ``sigma`` px, run at half size: as smooth, a quarter of the work."""
+    height, width = image.shape[:2]
+    half = cv2.resize(image, (max(1, width // 2), max(1, height // 2)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(half, (0, 0), sigma / 2.0), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def wash_batch(pictures: np.ndarray, photos: np.ndarray, params: Wash | None,

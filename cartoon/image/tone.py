@@ -229,11 +229,24 @@ QUIET_RADIUS, QUIET_LEVEL = 4, 24.0
 
 def _quieted(rgb: np.ndarray, lift: np.ndarray) -> np.ndarray:
     weight = np.clip((lift - QUIET_FROM) * (1.0 / (QUIET_FULL - QUIET_FROM)), 0.0, 1.0)
-    if not weight.any():
+    rows, columns = np.flatnonzero(weight.any(axis=1)), np.flatnonzero(weight.any(axis=0))
+    if not len(rows):
         return rgb
-    image = rgb.astype(np.float32) * (1.0 / 255.0)
-    smooth = guided_filter_banded(image, image, QUIET_RADIUS, (QUIET_LEVEL / 255.0) ** 2)
-    return np.clip((image + weight[..., None] * (smooth - image)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    # Filtered only over the lifted region's bounding box, with the filter's reach around
+    # it (two box means of QUIET_RADIUS): most photos lift a part of the picture.
+    reach = 2 * QUIET_RADIUS
+    top, bottom = max(0, rows[0] - reach), min(rgb.shape[0], rows[-1] + 1 + reach)
+    left, right = max(0, columns[0] - reach), min(rgb.shape[1], columns[-1] + 1 + reach)
+    # Luma only: a dark region's noise and JPEG blocks are in its lightness (JPEG keeps
+    # chroma coarse anyway), and one channel costs a third of three.
+    ycrcb = cv2.cvtColor(rgb[top:bottom, left:right], cv2.COLOR_RGB2YCrCb)
+    luma = ycrcb[..., :1].astype(np.float32) * (1.0 / 255.0)
+    smooth = guided_filter_banded(luma, luma, QUIET_RADIUS, (QUIET_LEVEL / 255.0) ** 2)[..., 0]
+    blend = weight[top:bottom, left:right]
+    ycrcb[..., 0] = np.clip((luma[..., 0] + blend * (smooth - luma[..., 0])) * 255.0 + 0.5, 0, 255)
+    quieted = rgb.copy()
+    quieted[top:bottom, left:right] = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
+    return quieted
 
 
 def normalise_tone(rgb: np.ndarray, boxes: list[tuple[float, float, float, float]],

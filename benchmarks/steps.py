@@ -1,0 +1,107 @@
+"""What each step of one picture costs, in process at c=1: CPU milliseconds per 1024 px portrait.
+
+    python -m benchmarks.steps                    # toon and comic, the machine's own precision
+    python -m benchmarks.steps --precision fp32 --repeats 5
+
+Each step runs on its own, in the order the pipeline runs them, on the two shipped
+portraits (astronaut, Grace Hopper) upscaled to 1024 px: HOG alone and HOG with the MTCNN
+cascade, the tone map and its application (the lifted shadows' quieting separately), head
+and background UNet forwards, the calm areas' wash, the finish, compose and the PNG
+encode. CPU time of this process (``time.process_time``), the median over ``--repeats``
+runs, so other work on a shared machine weighs less than in wall time.
+"""
+
+import argparse
+import time
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import torch
+
+from benchmarks import common
+from cartoon.image import codec, finish, tone
+from cartoon.image.align import face_interior_mask
+from cartoon.image.faces import FaceDetector
+from cartoon.image.pipeline import Options, Pipeline, PipelineSettings
+from cartoon.image.styles import StyleRegistry
+
+
+def cpu_ms(step, repeats: int) -> float:
+    """Median CPU milliseconds of ``step()`` over ``repeats`` runs, after one warm-up."""
+    step()
+    samples = []
+    for _ in range(repeats):
+        start = time.process_time()
+        step()
+        samples.append((time.process_time() - start) * 1000.0)
+    return float(np.median(samples))
+
+
+def step_costs(pipeline: Pipeline, rgb: np.ndarray, style: str, repeats: int) -> dict[str, float]:
+    preparer = pipeline.preparer
+    stylizer = pipeline.stylizer(style)
+    hog_only = FaceDetector(replace(preparer.detector.config, cascade=False))
+    faces = preparer.detector.detect(rgb)
+    boxes = [face.box for face in faces]
+    tone_map = tone.tone_map(rgb, boxes, pipeline.settings.tone)
+    job = preparer.prepare_array(rgb, Options(style=style), faces=faces)
+    heads = stylizer.generate(job.heads, "head") if len(job.heads) else job.heads
+    background = stylizer.generate(job.background, "background")
+    background_photo = job.background
+    lift = cv2.resize(tone_map.gain, rgb.shape[1::-1], interpolation=cv2.INTER_LINEAR) - np.float32(tone_map.exposure)
+    costs = {
+        "detect (HOG)": cpu_ms(lambda: hog_only.detect(rgb), repeats),
+        "detect (HOG + MTCNN)": cpu_ms(lambda: preparer.detector.detect(rgb), repeats),
+        "tone map": cpu_ms(lambda: tone.tone_map(rgb, boxes, pipeline.settings.tone), repeats),
+        "tone apply (whole photo)": cpu_ms(lambda: tone.apply_tone(rgb, tone_map), repeats),
+        "of which quieting": cpu_ms(lambda: tone._quieted(rgb, lift), repeats),
+        "prepare (all of the above, align, shrink)": cpu_ms(
+            lambda: preparer.prepare_array(rgb, Options(style=style)), repeats),
+        "UNet heads": cpu_ms(lambda: stylizer.generate(job.heads, "head"), repeats) if len(job.heads) else 0.0,
+        "UNet background": cpu_ms(lambda: stylizer.generate(job.background, "background"), repeats),
+    }
+    if stylizer.finish is not None:
+        wash = stylizer.finish.wash
+        keep = face_interior_mask(job.heads.shape[1])
+        costs["wash heads"] = cpu_ms(lambda: finish.wash_batch(heads, job.heads, wash, keep), repeats)
+        costs["wash background"] = cpu_ms(lambda: finish.wash_batch(background, background_photo, wash), repeats)
+        costs["finish heads + background"] = cpu_ms(
+            lambda: (finish.apply_batch(heads, stylizer.finish), finish.apply_batch(background, stylizer.finish)),
+            repeats)
+    stylized = replace(job, heads=heads, background=background, paste_mask=stylizer.paste_mask)
+    picture = pipeline.composer.picture(stylized)
+    costs["compose"] = cpu_ms(lambda: pipeline.composer.picture(stylized), repeats)
+    costs["encode (PNG)"] = cpu_ms(lambda: codec.encode(picture, "png", 90), repeats)
+    return costs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.steps", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--styles", default="toon,comic")
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
+    parser.add_argument("--side", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    print(common.machine_description(), flush=True)
+    pipeline = Pipeline(StyleRegistry.from_directory(common.DEFAULT_STYLES_DIR),
+                        PipelineSettings(device="cpu", precision=args.precision))
+    photos = {photo.name: codec.decode(photo.data).rgb for photo in common.portraits([args.side])}
+    styles = args.styles.split(",")
+    columns = [(style, name) for style in styles for name in photos]
+    table: dict[str, list[float]] = {}
+    for style, name in columns:
+        for step, ms in step_costs(pipeline, photos[name], style, args.repeats).items():
+            table.setdefault(step, []).append(ms)
+    mode = pipeline.stylizer(styles[0]).mode
+    print(f"{mode.precision} on {mode.device}, {args.threads} threads, {args.side} px portraits, "
+          f"CPU ms per picture (median of {args.repeats}):")
+    rows = [[step, *(common.fmt(ms, 0) for ms in values)] for step, values in table.items()]
+    print(common.markdown_table(["step", *(f"{style} {name}" for style, name in columns)], rows))
+
+
+if __name__ == "__main__":
+    main()
