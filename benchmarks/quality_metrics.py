@@ -17,9 +17,9 @@ How each is made (issue 26):
 * false edges: Canny of the cartoon's L* inside the photo's smooth area (9x9 L*
   deviation under ``SMOOTH_DEVIATION``, ``SMOOTH_CLEARANCE`` px or more from any photo
   edge), as a share of that area;
-* seam: along the straight edges of every pasted crop, where the photo is quiet, the
-  step the cartoon shows there (second difference across the edge, grey levels)
-  above what it shows 3-15 px off;
+* seam: along the straight edges of every pasted crop, where the photo is quiet 3 px
+  either side, the step the cartoon shows there (second difference across the edge,
+  grey levels) above what it shows 3-15 px off;
 * rim ink: share of the picture's rim (``RIM_SHARE`` of the short side) covered by ink
   lines (``tools.cartoon_metrics.ink_lines``) where the photo's rim is not dark.
 """
@@ -55,6 +55,7 @@ CLAHE_CLIP, CLAHE_TILES = 2.0, 8
 RIM_SHARE = 0.02
 SEAM_NEAR, SEAM_FAR = 1.5, (3.0, 15.0)
 QUIET = 1.0  # grey levels of the photo's own second difference under which it is quiet
+SEAM_QUIET_BAND = 3.0  # px either side of a crop edge where the photo must be quiet
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,8 @@ def crop_edges(matrix: np.ndarray, height: int, width: int, margin: float):
 def seam_step(photo: np.ndarray, cartoon: np.ndarray, matrix: np.ndarray) -> float:
     """The largest seam along a pasted crop's straight edges, in grey levels (nan: none measurable).
 
-    Per edge, at the points where the photo is quiet across it: the median second
+    Per edge, at the points where the photo is quiet across it (within
+    ``SEAM_QUIET_BAND`` px on either side): the median second
     difference of the cartoon within ``SEAM_NEAR`` px of the edge (its peak over the
     offsets), less the median 3-15 px off on either side.
     """
@@ -260,7 +262,10 @@ def seam_step(photo: np.ndarray, cartoon: np.ndarray, matrix: np.ndarray) -> flo
     offsets = np.arange(-SEAM_FAR[1], SEAM_FAR[1] + 0.25, 0.5)
     steps = []
     for points, normal in crop_edges(matrix, *grey.shape, margin=SEAM_FAR[1] + 12):
-        quiet = second_difference(photo_grey, points, normal) < QUIET
+        # Quiet across the whole near band, not only on the edge's line: a photo edge
+        # running beside the crop's edge (a group composite's tile border) is no seam.
+        quiet = np.max([second_difference(photo_grey, points + o * normal, normal)
+                        for o in np.arange(-SEAM_QUIET_BAND, SEAM_QUIET_BAND + 0.25, 0.5)], axis=0) < QUIET
         if quiet.sum() < 20:
             continue
         points = points[quiet]
