@@ -61,11 +61,12 @@ def step_costs(pipeline: Pipeline, rgb: np.ndarray, style: str, repeats: int) ->
         "UNet heads": cpu_ms(lambda: stylizer.generate(job.heads, "head"), repeats) if len(job.heads) else 0.0,
         "UNet background": cpu_ms(lambda: stylizer.generate(job.background, "background"), repeats),
     }
-    if stylizer.finish is not None:
-        wash = stylizer.finish.wash
+    if stylizer.wash is not None:
+        wash = stylizer.wash
         keep = face_interior_mask(job.heads.shape[1])
         costs["wash heads"] = cpu_ms(lambda: finish.wash_batch(heads, job.heads, wash, keep), repeats)
         costs["wash background"] = cpu_ms(lambda: finish.wash_batch(background, background_photo, wash), repeats)
+    if stylizer.finish is not None:
         costs["finish heads + background"] = cpu_ms(
             lambda: (finish.apply_batch(heads, stylizer.finish), finish.apply_batch(background, stylizer.finish)),
             repeats)
@@ -92,14 +93,12 @@ def main() -> None:
     photos = {photo.name: codec.decode(photo.data).rgb for photo in common.portraits([args.side])}
     styles = args.styles.split(",")
     columns = [(style, name) for style in styles for name in photos]
-    table: dict[str, list[float]] = {}
-    for style, name in columns:
-        for step, ms in step_costs(pipeline, photos[name], style, args.repeats).items():
-            table.setdefault(step, []).append(ms)
+    measured = [step_costs(pipeline, photos[name], style, args.repeats) for style, name in columns]
+    steps = list(dict.fromkeys(step for costs in measured for step in costs))
     mode = pipeline.stylizer(styles[0]).mode
     print(f"{mode.precision} on {mode.device}, {args.threads} threads, {args.side} px portraits, "
           f"CPU ms per picture (median of {args.repeats}):")
-    rows = [[step, *(common.fmt(ms, 0) for ms in values)] for step, values in table.items()]
+    rows = [[step, *(common.fmt(costs[step], 0) if step in costs else "-" for costs in measured)] for step in steps]
     print(common.markdown_table(["step", *(f"{style} {name}" for style, name in columns)], rows))
 
 

@@ -2,19 +2,20 @@
 
     python -m benchmarks.targets                        # about 10 minutes on a quiet 2-core machine
     python -m benchmarks.targets --rounds 1 --requests 8   # smoke run
-    python -m benchmarks.targets --copies fp32_full,fp32   # issue 29 alone: the fp32 path before and now
+    python -m benchmarks.targets --copies fp32_full,fp32   # issue 29 alone: the fp32 path, full and half background
 
 One Serve instance serves up to six copies of serve_config.yaml's app in turn, each under its
 own route prefix and otherwise as shipped:
 
 - ``fast``: serve_config.yaml itself (the inference mode ``cartoon.model.inference`` picks);
 - ``fp32_full``: ``args.precision: fp32`` with ``args.background_scale: 1``, the fp32 path
-  as it was before issue 29 (the background model at full size): the picture reference;
+  as served (the background model at full size): the picture reference;
 - ``fast_1thread``: the same with ``args.cpu_threads: 1`` (one torch thread always), to
   see what the second thread at c=1 buys on the machine at hand;
-- ``fp32``: the same with ``args.precision: fp32``: the path of a CPU without native bf16
-  (its background model at half size since issue 29, ``cartoon.model.inference.
-  choose_background_scale``);
+- ``fp32``: the same with ``args.precision: fp32`` and ``args.background_scale: auto``: the
+  path of a CPU without native bf16 with its background model at half size
+  (``cartoon.model.inference.choose_background_scale``), the speed lever of issue 29,
+  which serve_config.yaml does not ship (full size is the default: docs/BENCHMARKS.md);
 - ``fast_wait20``: the same with the Cartoonizer's ``batch_wait_timeout_s`` at 20 ms
   instead of 0 (the CPU setting before round 4), to see what a batch wait costs at c=1
   and buys at c=8;
@@ -95,7 +96,7 @@ def copy_configs(config: dict, w32_dir: Path) -> dict[str, dict]:
         copy_app(app, "fast", {}),
         copy_app(app, "fp32_full", {"precision": "fp32", "background_scale": 1.0}),
         copy_app(app, "fast_1thread", {"cpu_threads": 1}),
-        copy_app(app, "fp32", {"precision": "fp32"}),
+        copy_app(app, "fp32", {"precision": "fp32", "background_scale": "auto"}),
         copy_app(app, "fast_wait20", {}, {"batch_wait_timeout_s": 0.02}),
         copy_app(app, "w32", {"styles_dir": str(w32_dir)}),
     ]

@@ -75,7 +75,8 @@ class SoftBands:
 
 @dataclass(frozen=True)
 class Wash:
-    """Where the photo is calm, the student's picture becomes a wash before the finish.
+    """Where the photo is calm, the student's picture becomes a wash before any finish
+    (a style's ``"wash": true`` in ``registry.json``).
 
     The student draws outlines at its teacher's band boundaries, and a band boundary of
     the teacher falls wherever a slow gradient (a sky, a backdrop, bokeh) crosses a
@@ -160,7 +161,6 @@ class Finish:
         black_below: L* under which an area is filled with ink (comic's spotted
             blacks), or None.
         soft: soft band boundaries (``SoftBands``), or None for hard ones (the teachers').
-        wash: the calm areas' wash before the finish (``Wash``), or None (the teachers').
     """
 
     palette: Palette
@@ -169,7 +169,6 @@ class Finish:
     ink: Ink
     black_below: float | None = None
     soft: SoftBands | None = None
-    wash: Wash | None = None
 
 
 def to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -551,10 +550,10 @@ def lifted(palette: Palette, lift: float) -> Palette:
 
 FINISHES: dict[str, Finish] = {
     "toon": Finish(lifted(TOON_FINISH_PALETTE, TOON_LIFT), median=3, lines=TOON_FINISH_LINES, ink=TOON_FINISH_INK,
-                   soft=SoftBands(), wash=Wash()),
+                   soft=SoftBands()),
     # The student has learnt comic's stroke width; thickening again would fill the strokes.
     "comic": Finish(
         lifted(COMIC_PALETTE, COMIC_LIFT), median=3, lines=replace(COMIC_LINES, thicken=0), ink=COMIC_INK,
-        black_below=COMIC_BLACK, soft=SoftBands(), wash=Wash(),
+        black_below=COMIC_BLACK, soft=SoftBands(),
     ),
 }

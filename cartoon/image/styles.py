@@ -14,7 +14,7 @@ from cartoon.image.align import face_interior_mask
 from cartoon.constants import CROP_SIZE
 from cartoon.model.device import halve_on_out_of_memory, resolve_device
 from cartoon.errors import WeightsError
-from cartoon.image.finish import FINISHES, Finish, apply_batch, wash_batch
+from cartoon.image.finish import FINISHES, Finish, Wash, apply_batch, wash_batch
 from cartoon.model.registry import DEFAULT_PRECISION, DEFAULT_STYLES_DIR, REGISTRY_FILE, STYLE_PRECISIONS
 from cartoon.image.tone import TONES
 from cartoon.model.inference import (
@@ -50,6 +50,9 @@ class Style:
         min_background_scale: the smallest working scale "auto" may give its background
             model (``cartoon.model.inference.choose_background_scale``): 1 for a style whose
             outlines a half-size background loses (comic's ink on clothes).
+        wash: whether the generators' output is washed where the photo is calm
+            (``cartoon.image.finish.Wash``), before any finish; off for an imported style
+            whose output must stay exact.
     """
 
     name: str
@@ -66,6 +69,7 @@ class Style:
     precision: str = "auto"
     tone: str | None = None
     min_background_scale: float = 0.0
+    wash: bool = False
 
     def served_precision(self, configured: Precision = "auto") -> str:
         """The precision the style is served in: the config's, unless it says "auto"."""
@@ -103,6 +107,7 @@ def _style(directory: Path, entry: dict) -> Style:
         precision=entry.get("precision", DEFAULT_PRECISION.get(mode, "auto")),
         tone=entry.get("tone"),
         min_background_scale=float(entry.get("min_background_scale", 0.0)),
+        wash=bool(entry.get("wash", False)),
     )
     if style.precision not in STYLE_PRECISIONS:
         raise ValueError(
@@ -194,9 +199,11 @@ class Stylizer:
         mode: InferenceMode | None = None,
         paste_mask: np.ndarray | None = None,
         finish: Finish | None = None,
+        wash: Wash | None = None,
     ):
         self.paste_mask = paste_mask
         self.finish = finish
+        self.wash = wash
         self.device = resolve_device(str(device))
         self.mode = mode or choose_mode(self.device)
         self.dtype = self.mode.dtype
@@ -247,6 +254,7 @@ class Stylizer:
         return cls(
             generators["head"], generators["background"], device, replace(mode, background_scale=scale),
             paste_mask=load_mask(style), finish=FINISHES[style.finish] if style.finish else None,
+            wash=Wash() if style.wash else None,
         )
 
     def run(self, pieces: np.ndarray, kind: str, finished: Sequence[bool] | None = None) -> np.ndarray:
@@ -268,11 +276,11 @@ class Stylizer:
             DeviceOutOfMemoryError: the batch and its halves did not fit in GPU memory.
         """
         output = self.generate(pieces, kind)
-        if self.finish is not None:
+        if self.wash is not None:
             # A head's face keeps the student's own picture: washing smooth skin moved the
             # faces' identity distance (median 0.451 -> 0.475 on benchmarks.quality --quick).
             keep = face_interior_mask(pieces.shape[1]) if kind == "head" else None
-            output = wash_batch(output, pieces, self.finish.wash, keep)
+            output = wash_batch(output, pieces, self.wash, keep)
         if finished is None:
             return apply_batch(output, self.finish)
         chosen = np.flatnonzero(np.asarray(finished, dtype=bool))

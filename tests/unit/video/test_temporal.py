@@ -139,7 +139,7 @@ def test_a_batch_finishes_only_the_pieces_that_ask_for_it(astronaut):
     pieces = np.stack([astronaut[:96, :96], astronaut[100:196, 200:296]])
     # Every piece gets the wash before the finish (it needs the photo pieces, which only
     # the batch has); only the first gets the finish.
-    washed = finish.wash_batch(stylizer.generate(pieces, "head"), pieces, stylizer.finish.wash,
+    washed = finish.wash_batch(stylizer.generate(pieces, "head"), pieces, stylizer.wash,
                                face_interior_mask(pieces.shape[1]))
     mixed = stylizer.run(pieces, "head", [True, False])
     np.testing.assert_array_equal(mixed[0], finish.apply(washed[0], stylizer.finish))
