@@ -12,8 +12,16 @@ measured, not the disk. Each mode runs in a child process of its own (its own pe
 - ``after``: ``files.plan``, which walks a folder at a time and yields as it goes.
 
 Printed: seconds to the first planned photo, to all of them, and the process's RSS
-before planning and its peak (``ru_maxrss``). Ray is not involved: the Ray engine still
-turns the plan into one ``ray.data.from_items`` (see docs/FOLDERS.md).
+before planning and its peak (``ru_maxrss``).
+
+``--modes ray ray-before`` run the Ray engine's ``run`` on the same folder, on a Ray of
+their own (``--cpus`` logical CPUs, one whole-photo actor): its reads fail at once (the
+folder holds no bytes), so what is measured is the feeding, not the cartoons. Each stops
+``--window`` seconds after its first photo finished (or at ``--cap`` seconds with none)
+and prints the seconds to the first photo, the photos finished in the window, and the
+driver's peak RSS. ``ray``: the plan walked on a thread and fed as it goes
+(``ray_engine.Feeder``); ``ray-before``: ``cartoon/batch/ray_engine.py`` of commit
+f198d87, which made one ``ray.data.from_items`` of the whole plan first.
 """
 
 import argparse
@@ -22,6 +30,7 @@ import json
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import PurePosixPath
 
@@ -31,6 +40,11 @@ from benchmarks import common
 from benchmarks.common import fmt
 
 BEFORE_COMMIT = "4917fac"
+RAY_BEFORE_COMMIT = "f198d87"
+
+
+class Stop(BaseException):
+    """Ends a Ray mode's run from inside it (a BaseException, so the run does not report it as a failure)."""
 
 
 class SyntheticFolder(pafs.FileSystemHandler):
@@ -89,14 +103,59 @@ class SyntheticFolder(pafs.FileSystemHandler):
     move = copy_file = open_input_stream = open_input_file = open_output_stream = open_append_stream = _unused
 
 
-def _load_before_files():
-    """``cartoon/batch/files.py`` as it was at BEFORE_COMMIT, as a module of its own."""
-    source = subprocess.run(["git", "show", f"{BEFORE_COMMIT}:cartoon/batch/files.py"], cwd=common.ROOT,
+def _load_before(commit: str, path: str, name: str):
+    """The module at ``path`` as it was at ``commit``, as a module of its own."""
+    source = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=common.ROOT,
                             capture_output=True, text=True, check=True).stdout
-    spec = importlib.util.spec_from_loader("files_before", loader=None)
+    spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)
-    exec(compile(source, f"{BEFORE_COMMIT}:cartoon/batch/files.py", "exec"), module.__dict__)
+    exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
     return module
+
+
+def measure_ray(mode: str, folders: int, per_folder: int, cpus: int, window_s: float, cap_s: float) -> dict:
+    """A Ray mode, in this process (the driver); see the module's docstring."""
+    import ray
+
+    from cartoon.batch import files, ray_engine
+    from cartoon.image.pipeline import Options
+
+    engine = ray_engine if mode == "ray" else _load_before(RAY_BEFORE_COMMIT, "cartoon/batch/ray_engine.py",
+                                                           "ray_engine_before")
+    filesystem = pafs.PyFileSystem(SyntheticFolder(folders, per_folder))
+    source, target = files.Location(filesystem, "in"), files.Location(filesystem, "out")
+    started = time.perf_counter()
+    first: list[float] = []
+    finished = [0]
+
+    class Timed(files.Tally):
+        def fail(self, relative, error, status=None):
+            now = time.perf_counter()
+            first[:] = first or [now - started]
+            finished[0] += 1
+            if now - started > first[0] + window_s:
+                raise Stop
+            super().fail(relative, error, status)
+
+    def watchdog():
+        time.sleep(cap_s)
+        if not first:
+            import _thread
+            _thread.interrupt_main()
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tally = Timed()
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        engine.run(files.plan(source, target, "png", False, tally), source, target, Options(),
+                   engine.RaySettings(unet_actors=1), tally, [])
+    except (Stop, KeyboardInterrupt):
+        pass
+    elapsed = time.perf_counter() - started
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"mode": mode, "count": finished[0], "first_s": first[0] if first else None, "all_s": elapsed,
+            "rss_start_mb": rss_start / 1024, "rss_peak_mb": rss_peak / 1024}
 
 
 def measure(mode: str, folders: int, per_folder: int) -> dict:
@@ -107,7 +166,7 @@ def measure(mode: str, folders: int, per_folder: int) -> dict:
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     if mode == "before":
-        before = _load_before_files()
+        before = _load_before(BEFORE_COMMIT, "cartoon/batch/files.py", "files_before")
         planned, _ = before.plan_location(before.Location(filesystem, "in"), before.Location(filesystem, "out"),
                                           "png", False, before.Tally())
         first = time.perf_counter() - started
@@ -128,23 +187,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", type=int, default=1_000_000, help="photos in the synthetic folder")
     parser.add_argument("--folders", type=int, default=1000, help="folders they are spread over")
-    parser.add_argument("--modes", nargs="+", default=["after", "before"])
+    parser.add_argument("--modes", nargs="+", default=["after", "before"],
+                        choices=["after", "before", "ray", "ray-before"])
+    parser.add_argument("--cpus", type=int, default=2, help="logical CPUs of a Ray mode's Ray")
+    parser.add_argument("--window", type=float, default=60.0, help="a Ray mode's seconds after its first photo")
+    parser.add_argument("--cap", type=float, default=600.0, help="a Ray mode's seconds without a first photo")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     per_folder = args.names // args.folders
     if args.child:
-        print(json.dumps(measure(args.child, args.folders, per_folder)))
+        row = (measure(args.child, args.folders, per_folder) if not args.child.startswith("ray") else
+               measure_ray(args.child, args.folders, per_folder, args.cpus, args.window, args.cap))
+        print(json.dumps(row))
         return
     rows = []
     for mode in args.modes:
         done = subprocess.run([sys.executable, "-m", "benchmarks.listing", "--names", str(args.names), "--folders",
-                               str(args.folders), "--child", mode], cwd=common.ROOT, capture_output=True, text=True,
+                               str(args.folders), "--cpus", str(args.cpus), "--window", str(args.window), "--cap",
+                               str(args.cap), "--child", mode], cwd=common.ROOT, capture_output=True, text=True,
                               check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"{args.folders * per_folder} names in {args.folders} folders")
-    print(f"{'mode':8} {'planned':>9} {'first s':>8} {'all s':>7} {'RSS at start MB':>16} {'peak RSS MB':>12}")
+    print(f"{'mode':10} {'done':>9} {'first s':>8} {'all s':>7} {'RSS at start MB':>16} {'peak RSS MB':>12}")
     for row in rows:
-        print(f"{row['mode']:8} {row['count']:>9} {fmt(row['first_s'], 2):>8} {fmt(row['all_s']):>7} "
+        print(f"{row['mode']:10} {row['count']:>9} {fmt(row['first_s'], 2):>8} {fmt(row['all_s']):>7} "
               f"{row['rss_start_mb']:>16.0f} {row['rss_peak_mb']:>12.0f}")
 
 

@@ -107,7 +107,8 @@ class AppArgs(BaseModel):
     jobs_dir: str = Field(
         str(Path(tempfile.gettempdir()) / "cartoon-jobs"),
         description="video jobs' state, uploads and results; every Ingress and VideoJobRunner replica must see "
-                    "the same folder (a shared volume mounted on every node of a cluster)",
+                    "the same store: a local path (a shared volume on a cluster) or a URI of pyarrow's "
+                    "filesystems (file://, s3://, gs://, abfs://)",
     )
     max_video_bytes: int = Field(200 * 1024 * 1024, ge=1, description="video upload limit (413 above)")
     max_video_seconds: float = Field(600.0, gt=0, description="longest video taken (413 video_too_long above)")

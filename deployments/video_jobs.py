@@ -16,8 +16,10 @@ them again (``serve_app.job_dispatch``).
 
 import asyncio
 import logging
+import tempfile
 import time
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -156,9 +158,16 @@ class VideoJobRunner:
         self.store.remove_input(job_id)
 
     async def _run(self, job_id: str, attempt: int, state: dict) -> str:
+        # PyAV reads and writes local files: the upload is fetched into a scratch folder
+        # of this replica's and the result stored from it whole, once done, so no reader
+        # ever sees part of a result, whatever the store.
+        with tempfile.TemporaryDirectory(prefix="cartoon-job-") as scratch:
+            return await self._run_in(job_id, attempt, state, Path(scratch))
+
+    async def _run_in(self, job_id: str, attempt: int, state: dict, scratch: Path) -> str:
         store = self.store
         output_format = state["format"]
-        output = store.output_path(job_id, output_format)
+        source, output = scratch / "input", scratch / f"output.{output_format}"
         last_write = 0.0
 
         def on_progress(progress: Progress) -> None:
@@ -172,32 +181,29 @@ class VideoJobRunner:
         try:
             await asyncio.to_thread(self._update, job_id, attempt, state="running", started_at=time.time(),
                                     run_on=ray.get_runtime_context().get_node_id())
+            await asyncio.to_thread(store.fetch_input, job_id, source)
             limits = media.VideoLimits(self.args.max_video_seconds, self.args.max_video_pixels)
-            info = await asyncio.to_thread(media.probe, store.input_path(job_id), limits)
+            info = await asyncio.to_thread(media.probe, source, limits)
             options = Options(**state["options"])
             style = self.registry.get(options.style)
             settings = ClipSettings(tracker=TrackerSettings(detect_every=self.args.video_detect_every),
                                     frames_in_flight=self.args.video_frames_in_flight,
                                     max_output_pixels=self.args.max_output_pixels)
             report = await cartoonize_clip(
-                store.input_path(job_id), output, info, output_format, options,
+                source, output, info, output_format, options,
                 ServedStages(*self.handles, style.name, self.evidence, self.args, self.registry), self.detector,
                 FINISHES[style.finish] if style.finish else None, settings, on_progress,
             )
+            await asyncio.to_thread(store.put_output, job_id, output_format, output)
         except (JobGone, Superseded):
             raise  # the files are no longer this attempt's to touch
         except JobCancelled:
-            output.unlink(missing_ok=True)
             await asyncio.to_thread(self._finish, job_id, attempt, state="cancelled", error=CANCELLED_ERROR)
             return "cancelled"
-        except asyncio.CancelledError:
-            # Stopped before the end (this replica is going, or its caller cancelled): the
-            # upload stays, so the job can be sent again.
-            output.unlink(missing_ok=True)
-            raise
+        # Not a stop (CancelledError: this replica is going, or its caller cancelled),
+        # which keeps the upload, so the job can be sent again.
         except Exception:
-            output.unlink(missing_ok=True)
-            store.remove_input(job_id)
+            await asyncio.to_thread(store.remove_input, job_id)
             raise
         progress = Progress(report.frames, report.frames, report.frames / report.seconds, 0.0)
         await asyncio.to_thread(self._finish, job_id, attempt, state="done", progress=progress.public())

@@ -10,14 +10,17 @@ Ingress replica answers for any job.
 
 import asyncio
 import dataclasses
+import pathlib
 import shutil
+import tempfile
 from typing import Literal
 
 import ray
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.concurrency import iterate_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -235,15 +238,19 @@ async def submit_job(request: Request, query: JobQuery = Depends()) -> JSONRespo
     # Held from here while the upload arrives: a slow upload must not look like a lost job.
     jobs.dispatcher.hold(job_id)
     try:
-        await _save_body(request, store.input_path(job_id), args.max_video_bytes, room, args.retry_after_s)
-        limits = media.VideoLimits(args.max_video_seconds, args.max_video_pixels)
-        info = await asyncio.to_thread(media.probe, store.input_path(job_id), limits)
-        await asyncio.to_thread(media.check_output, store.input_path(job_id), query.format)
-        state = store.update(job_id, progress={"frames_done": 0, "frames_total": info.frames, "fps": 0.0,
-                                               "eta_s": None})
+        # PyAV checks a local file: the body is staged here, checked, then stored.
+        with tempfile.TemporaryDirectory(prefix="cartoon-upload-") as scratch:
+            upload = pathlib.Path(scratch) / "input"
+            await _save_body(request, upload, args.max_video_bytes, room, args.retry_after_s)
+            limits = media.VideoLimits(args.max_video_seconds, args.max_video_pixels)
+            info = await asyncio.to_thread(media.probe, upload, limits)
+            await asyncio.to_thread(media.check_output, upload, query.format)
+            await asyncio.to_thread(store.put_input, job_id, upload)
+        state = await asyncio.to_thread(store.update, job_id, progress={
+            "frames_done": 0, "frames_total": info.frames, "fps": 0.0, "eta_s": None})
     except BaseException as exc:
         jobs.dispatcher.release(job_id)
-        store.delete(job_id)
+        await asyncio.to_thread(store.delete, job_id)
         error = exc if isinstance(exc, ApiError) else to_api_error(exc, args.retry_after_s, 0)
         if error is None:
             raise
@@ -268,16 +275,20 @@ async def get_job(job_id: str = JOB_ID) -> JSONResponse:
                                  for *_, media_type in media.OUTPUT_FORMATS.values()}},
                **_errors((404, "no such job (job_not_found)"), (409, "the job is not done (job_not_done)"))},
 )
-async def get_result(job_id: str = JOB_ID) -> FileResponse:
+async def get_result(job_id: str = JOB_ID) -> StreamingResponse:
     """The cartoonized video, once the job is done."""
     store = service().store
     job_id, state = await _existing(store, job_id)
     if state["state"] != "done":
         raise ApiError(409, "job_not_done", f"the job is {state['state']}; its result comes when it is done")
-    output = store.output_path(job_id, state["format"])
-    if not output.is_file():  # deleted since the state was read
+    size = await asyncio.to_thread(store.output_size, job_id, state["format"])
+    if size is None:  # deleted since the state was read
         raise _not_found(job_id)
-    return FileResponse(output, media_type=state["media_type"], filename=f"cartoon-{job_id}.{state['format']}")
+    return StreamingResponse(
+        iterate_in_threadpool(store.read_output(job_id, state["format"])), media_type=state["media_type"],
+        headers={"Content-Length": str(size),
+                 "Content-Disposition": f'attachment; filename="cartoon-{job_id}.{state["format"]}"'},
+    )
 
 
 @router.delete("/{job_id}", responses={200: {"content": {"application/json": {"schema": JOB_SCHEMA}}},

@@ -32,11 +32,14 @@ per call, no other call on its actor). A suspect that kills its worker a second 
 is reported as poison; the others are done as if nothing had happened.
 """
 
+import asyncio
+import collections
 import functools
 import logging
 import math
 import pickle
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -44,8 +47,10 @@ from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import ray
 import torch
+from ray.data.block import BlockMetadata
 from tqdm import tqdm
 
 from cartoon.batch import videos
@@ -55,6 +60,16 @@ from cartoon.batch.files import Location, Planned, Tally, UsageError, plan, reco
 from cartoon.image.pipeline import Composer, Job, Options, PipelineSettings, Preparer, stylize_jobs
 from cartoon.image.styles import DEFAULT_STYLES_DIR, StyleRegistry, Stylizer
 
+# Photos planned and handed to Ray Data but not finished, at most (``RaySettings.in_flight``):
+# the driver plans only this far ahead, so its memory is the same for ten photos or a
+# million, and the first photo starts as soon as the walk has found it.
+IN_FLIGHT = 4096
+# A walk held at its bound this long with no photo finishing raises the bound (``Feeder``).
+STALL_S = 60.0
+# Planned photos go to the feed this many at a time: one actor call per chunk.
+FEED_CHUNK = 64
+# Tasks reading from the feed: a feed's read is a queue's pop, so two keep any pool busy.
+FEED_READERS = 2
 # Few rows per input block: a block is what a prepare task (or a whole-photo actor
 # call) does and what a lost task redoes, and small blocks start the UNet early and
 # spread over the cluster's CPUs.
@@ -82,6 +97,7 @@ class RaySettings:
     cpus_per_task: float = 1.0  # logical CPUs per prepare or compose task (staged)
     batch_size: int = 4  # images per UNet actor call; their pieces form the UNet batches
     layout: str = "auto"  # cartoon.batch.command.RAY_LAYOUTS; auto: staged when the actors hold GPUs, else whole
+    in_flight: int = IN_FLIGHT  # photos planned ahead of those finished, at most
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
     @property
@@ -250,6 +266,154 @@ class PhotoStage:
         return {"relative": batch["relative"], "error": np.array(errors, dtype=object)}
 
 
+@ray.remote(num_cpus=0)
+class PlanFeed:
+    """The planned photos between the driver's walk and the read tasks of the dataset.
+
+    The driver puts chunks of rows as its walk finds them, then ``end``; each read task
+    takes chunks until the feed is empty and ended. An async actor: a ``take`` waits for
+    the next chunk without holding up the ``put`` that brings it.
+    """
+
+    def __init__(self):
+        self.chunks: collections.deque[list[dict]] = collections.deque()
+        self.ended = False
+        self.changed = asyncio.Condition()
+
+    async def put(self, chunk: list[dict]) -> None:
+        async with self.changed:
+            self.chunks.append(chunk)
+            self.changed.notify_all()
+
+    async def end(self) -> None:
+        async with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+    async def take(self) -> list[dict] | None:
+        """The next chunk, or None once the feed is empty and ended."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.chunks or self.ended)
+            return self.chunks.popleft() if self.chunks else None
+
+
+class FeedSource(ray.data.Datasource):
+    """Rows read from a ``PlanFeed``: ``FEED_READERS`` tasks, each taking chunks until the feed ends.
+
+    The read tasks reserve no CPU: they only wait on the feed, and one holding a CPU that
+    the pool's actors need would wait for rows those actors never take (the streaming
+    read that deadlocked before this one).
+    """
+
+    def __init__(self, feed):
+        self.feed = feed
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: ray.data.DataContext | None = None) -> list[ray.data.ReadTask]:
+        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+        return [ray.data.ReadTask(functools.partial(_read_feed, self.feed), metadata,
+                                  per_task_row_limit=per_task_row_limit) for _ in range(FEED_READERS)]
+
+
+def _read_feed(feed) -> Iterator[pa.Table]:
+    while (chunk := ray.get(feed.take.remote())) is not None:
+        for start in range(0, len(chunk), ROWS_PER_BLOCK):
+            yield pa.Table.from_pylist(chunk[start:start + ROWS_PER_BLOCK])
+
+
+class Feeder:
+    """Walks the plan on a thread of the driver and feeds its photos, ``in_flight`` at most ahead.
+
+    ``waiting`` (relative path -> row) holds the photos fed and not yet finished; the
+    driver takes each out as it finishes (``finished``), which lets the walk go on.
+    """
+
+    def __init__(self, planned: Iterator[Planned], source: Location, target: Location, tally: Tally,
+                 in_flight: int, bar: tqdm):
+        self.planned, self.source, self.target, self.tally, self.bar = planned, source, target, tally, bar
+        self.in_flight = self.bound = in_flight
+        self.feed = PlanFeed.remote()
+        self.waiting: dict[str, dict] = {}
+        self.room = threading.Condition()
+        self.stopped = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._walk, name="cartoonize-batch-plan", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def finished(self, relative: str) -> bool:
+        """Takes a finished photo out of ``waiting``; whether it was there (each counts once)."""
+        with self.room:
+            row = self.waiting.pop(relative, None)
+            self.room.notify()
+        return row is not None
+
+    def _row(self, item: Planned) -> dict | None:
+        if videos.is_video(item.relative):
+            self.tally.fail(item.relative, "video clips go through the service's jobs API: run without --engine ray")
+            return None
+        return {"relative": str(item.relative), "source": self.source.join(item.relative),
+                "target": self.target.join(item.output), "output": str(item.output)}
+
+    def _put(self, chunk: list[dict]) -> None:
+        ray.get(self.feed.put.remote(chunk))
+        self.bar.total += len(chunk)
+        self.bar.refresh()
+
+    def _walk(self) -> None:
+        chunk: list[dict] = []
+        try:
+            for item in self.planned:
+                if (row := self._row(item)) is None:
+                    continue
+                with self.room:
+                    while not self.stopped and len(self.waiting) >= self.bound:
+                        if not self.room.wait(timeout=STALL_S):
+                            # Nothing finished for that long: the photos of a dropped block
+                            # stay in ``waiting`` until the end (suspects), and a bound full
+                            # of them would stop the walk for good.
+                            self.bound += self.in_flight
+                    if self.stopped:
+                        return
+                    self.waiting[row["relative"]] = row
+                chunk.append(row)
+                # Sent when full, or when no more may be planned until some finish.
+                if len(chunk) == FEED_CHUNK or len(self.waiting) >= self.bound:
+                    self._put(chunk)
+                    chunk = []
+            if chunk:
+                self._put(chunk)
+        # Whatever stops the walk (a store that stops answering, the cluster gone) is
+        # raised by ``join``, once the photos fed are done.
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.feed.end.remote()
+
+    def join(self) -> None:
+        """Waits for the walk's end; raises what stopped it."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> list[dict]:
+        """Ends the walk (the run failed); the photos fed and not finished, then those never fed."""
+        with self.room:
+            self.stopped = True
+            self.room.notify()
+        self.thread.join()
+        rows = list(self.waiting.values())
+        for item in self.planned:  # the walk's thread is gone: the rest of the plan is ours
+            if (row := self._row(item)) is not None:
+                rows.append(row)
+                self.bar.total += 1
+        return rows
+
+
 def _pool(settings: RaySettings, alone: bool) -> dict:
     """The UNet actor pool's map_batches arguments.
 
@@ -287,10 +451,10 @@ def dataset(photos: ray.data.Dataset, source: Location, target: Location, option
     )
 
 
-def _outcomes(photos: ray.data.Dataset, waiting: dict[str, dict], tally: Tally, bar: tqdm, *args, **kwargs) -> None:
-    """Records each photo's first outcome, taking it out of ``waiting``."""
+def _outcomes(photos: ray.data.Dataset, finished, tally: Tally, bar: tqdm, *args, **kwargs) -> None:
+    """Records each photo's first outcome; ``finished(relative)`` says whether it is the first."""
     for outcome in dataset(photos, *args, **kwargs).iter_rows():
-        if waiting.pop(outcome["relative"], None) is not None:  # each photo once, whatever was retried
+        if finished(outcome["relative"]):  # each photo once, whatever was retried
             record(tally, bar, PurePosixPath(outcome["relative"]), outcome["error"] or None)
 
 
@@ -298,47 +462,51 @@ def run(planned: Iterator[Planned], source: Location, target: Location, options:
         tally: Tally, started: list[float]) -> None:
     """Cartoonizes the ``planned`` photos (``files.plan``) of ``source`` into ``target`` on the connected Ray cluster.
 
-    A photo whose worker died with it (its block dropped) is a suspect: when the others
-    are done, each suspect runs again alone; one that takes its worker down again is
-    reported as poison. Fills ``tally`` as photos finish; every planned photo ends done
-    or among its failures, unless the run is interrupted. ``started`` receives the start time.
+    The plan is walked on a thread while photos run: the dataset reads the photos from
+    a feed (``Feeder``) that the walk fills, ``settings.in_flight`` photos ahead at most,
+    so the first photo starts as soon as it is found and the driver's memory does not
+    grow with the folder. A photo whose worker died with it (its block dropped) is a
+    suspect: when the others are done, each suspect runs again alone; one that takes its
+    worker down again is reported as poison. Fills ``tally`` as photos finish; every
+    planned photo ends done or among its failures, unless the run is interrupted.
+    ``started`` receives the start time.
     """
-    rows = []
-    for item in planned:
-        if videos.is_video(item.relative):
-            tally.fail(item.relative, "video clips go through the service's jobs API: run without --engine ray")
-            continue
-        rows.append({"relative": str(item.relative), "source": source.join(item.relative),
-                     "target": target.join(item.output), "output": str(item.output)})
-    report_listing(tally)
     context = ray.data.DataContext.get_current()
     # The driver's own bar counts photos; Ray Data's per-operator bars would interleave with it.
     context.enable_progress_bars = False
     # A block whose worker died is dropped, not the run: its photos are the suspects.
     context.max_errored_blocks = -1
+    # Each block leaves its read task as soon as it is made. Ray Data's block shaping holds
+    # a task's output until it fills a block of target_max_block_size (128 MiB; None holds
+    # it to the task's end): those photos never finish, so the walk gets no room and the
+    # feed never ends (the deadlock of the streaming read before this one). At 1 byte every
+    # block is full at once; the pool's batch_size puts rows back into batches.
+    context.target_max_block_size = 1
     started.append(time.perf_counter())
-    waiting = {row["relative"]: row for row in rows}
     missing, retried = POISON, []
-    with tqdm(total=len(rows), unit="img", dynamic_ncols=True) as bar:
+    with tqdm(total=0, unit="img", dynamic_ncols=True) as bar:
+        feeder = Feeder(planned, source, target, tally, settings.in_flight, bar)
         try:
-            if rows:
-                settings = fill_cluster(settings, ray.cluster_resources())
-                photos = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / ROWS_PER_BLOCK))
-                _outcomes(photos, waiting, tally, bar, source, target, options, settings)
-                retried = list(waiting.values())
-                if retried:
-                    bar.write(f"{len(retried)} photos were on workers that died: each again, alone")
-                    alone = ray.data.from_items(retried, override_num_blocks=len(retried))
-                    _outcomes(alone, waiting, tally, bar, source, target, options, settings, alone=True)
-        # The run itself failed (the cluster gone): what it did not finish is reported,
-        # photo by photo, like any other failure.
+            settings = fill_cluster(settings, ray.cluster_resources())
+            feeder.start()
+            photos = ray.data.read_datasource(FeedSource(feeder.feed), override_num_blocks=FEED_READERS,
+                                              ray_remote_args={"num_cpus": 0})
+            _outcomes(photos, feeder.finished, tally, bar, source, target, options, settings)
+            feeder.join()
+            retried = list(feeder.waiting.values())
+            if retried:
+                bar.write(f"{len(retried)} photos were on workers that died: each again, alone")
+                alone = ray.data.from_items(retried, override_num_blocks=len(retried))
+                _outcomes(alone, feeder.finished, tally, bar, source, target, options, settings, alone=True)
+        # The run itself failed (the cluster gone, the input store gone): what it did not
+        # finish is reported, photo by photo, like any other failure.
         except Exception as exc:
             missing = f"{NO_RESULT}: the run failed: {exc!r:.500}"
-        unfinished = list(waiting.values())
+        unfinished = feeder.stop()
         for row in unfinished:
             record(tally, bar, PurePosixPath(row["relative"]), missing)
-    if rows:
-        _tidy_unfinished_writes(target, [PurePosixPath(row["output"]) for row in retried + unfinished])
+    report_listing(tally)
+    _tidy_unfinished_writes(target, [PurePosixPath(row["output"]) for row in retried + unfinished])
 
 
 def _tidy_unfinished_writes(target: Location, outputs: list[PurePosixPath]) -> None:

@@ -35,6 +35,9 @@ BATCHING_USER_CONFIG = {"max_batch_size": 4, "batch_wait_timeout_s": 1.0}
 API_KEY = "integration-test-key-6f1c"
 ALLOWED_ORIGIN = "https://cartoon.example.com"
 # The video jobs app's limits, small enough for the test clips to cross them.
+# How long a runner of the "scaling" app finishes its job once told to stop: shorter
+# than the test clip's job on any machine, so the job is handed back.
+SCALING_SHUTDOWN_S = 2.0
 JOBS_LIMITS = {"max_video_bytes": 400_000, "max_video_seconds": 3.0, "max_video_pixels": 120_000,
                "job_lost_after_s": 3.0}
 
@@ -82,7 +85,8 @@ def dctnet_styles_dir(tmp_path_factory) -> Path:
 # Package scope: one Ray for all integration tests, shut down before tests/cluster
 # starts clusters of its own, whichever order the two run in.
 @pytest.fixture(scope="package")
-def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
+def served(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
+    """The URL of the apps and the config deployed (a test that redeploys starts from it)."""
     config = copy.deepcopy(serve_config)
     port = free_port()
     config["http_options"]["port"] = port
@@ -111,9 +115,15 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
         # the fault tests kill.
         variant(app, "guarded", {"api_key_file": str(key_file), "cors_origins": [ALLOWED_ORIGIN]}, {}),
         # Video jobs with small limits, a short heartbeat and one attempt each, in a
-        # folder of their own; its replicas are the ones the video fault tests kill.
-        variant(app, "jobs", {"jobs_dir": str(tmp_path_factory.mktemp("small_jobs")), **JOBS_LIMITS,
+        # folder of their own named by a file:// URI (the store through pyarrow's URIs);
+        # its replicas are the ones the video fault tests kill.
+        variant(app, "jobs", {"jobs_dir": tmp_path_factory.mktemp("small_jobs").as_uri(), **JOBS_LIMITS,
                               "job_max_attempts": 1}, {}),
+        # Two runners that finish what they run within SCALING_SHUTDOWN_S of being told to
+        # stop, else hand it back: the downscale test takes one of them away.
+        variant(app, "scaling", {"jobs_dir": str(tmp_path_factory.mktemp("scaling_jobs")),
+                                 "job_shutdown_s": SCALING_SHUTDOWN_S, "job_lost_after_s": 3.0},
+                {"VideoJobRunner": {"autoscaling_config": {"min_replicas": 2, "max_replicas": 2}}}),
     ]
     if only := os.environ.get("CARTOON_TEST_APPS"):
         # A few tests on a busy machine: only the apps they use (names, comma-separated).
@@ -128,9 +138,14 @@ def base_url(serve_config, tmp_path_factory, dctnet_styles_dir, ray_temp_dir):
     deploy_config(config)
     url = f"http://127.0.0.1:{port}"
     wait_until_ready(url, [a["route_prefix"] for a in config["applications"]])
-    yield url
+    yield url, config
     serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(scope="package")
+def base_url(served) -> str:
+    return served[0]
 
 
 # Six apps start on 2 cores: under a loaded machine (other test runs) 300 s were

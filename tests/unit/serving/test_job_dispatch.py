@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from pathlib import Path
 
 from ray.exceptions import ActorDiedError
 
@@ -37,7 +38,9 @@ def args(tmp_path, **changes) -> AppArgs:
 
 def queued(store: JobStore) -> str:
     job_id = store.create({})
-    store.input_path(job_id).write_bytes(b"upload")
+    staged = Path(store.root).parent / f"staged-{job_id}"
+    staged.write_bytes(b"upload")
+    store.put_input(job_id, staged)
     return job_id
 
 
@@ -61,7 +64,7 @@ def test_a_job_whose_runner_dies_is_sent_again_and_lost_with_a_reason_after_the_
     lost = store.read(job_id)
     assert lost["state"] == "lost" and lost["error"]["code"] == "job_lost"
     assert "started 3 times" in lost["error"]["message"] and "runner stopped" in lost["error"]["message"]
-    assert not store.input_path(job_id).exists()
+    assert not store.has_input(job_id)
 
 
 def test_a_job_whose_runner_died_once_is_finished_by_the_next(tmp_path):
@@ -128,4 +131,4 @@ def test_finished_jobs_expire_on_the_timer_with_no_request(tmp_path):
 
     asyncio.run(main())
     assert store.read(expired) is None
-    assert store.read(kept)["state"] == "failed" and not store.input_path(kept).exists()
+    assert store.read(kept)["state"] == "failed" and not store.has_input(kept)
