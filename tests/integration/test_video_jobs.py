@@ -134,11 +134,20 @@ def kill_replica(app: str, deployment: str) -> None:
     ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
 
 
+def kill_runners(app: str) -> None:
+    """Kills every VideoJobRunner replica of the app: the one running the job among them
+    (the runners autoscale, so earlier tests' jobs may have left two up)."""
+    victims = replica_actors(app, "VideoJobRunner")
+    assert victims
+    for victim in victims:
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+
+
 def test_a_job_whose_runner_died_is_taken_up_again_and_finishes(client, clip_bytes):
     response = client.post("/v1/jobs", content=clip_bytes)
     location = response.headers["location"]
     wait_for(client, location, ("running",))
-    kill_replica("cartoon", "VideoJobRunner")
+    kill_runners("cartoon")
     done, seen = wait_for(client, location, ("done", "failed", "lost"))
     assert done["state"] == "done", done
     assert "lost" not in {state["state"] for state in seen}
@@ -149,7 +158,7 @@ def test_a_job_whose_last_attempt_died_is_lost_with_a_reason(client, clip_bytes)
     response = client.post("/jobs/v1/jobs", content=clip_bytes)
     location = response.headers["location"]
     wait_for(client, location, ("running",))
-    kill_replica("jobs", "VideoJobRunner")
+    kill_runners("jobs")
     lost, _ = wait_for(client, location, ("lost", "done"), timeout_s=120)
     assert lost["state"] == "lost" and lost["error"]["code"] == "job_lost", lost
     assert "runner stopped" in lost["error"]["message"]
