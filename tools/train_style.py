@@ -518,15 +518,19 @@ def seconds_per_step(
 
 
 def update_registry(out: Path, style: str, width: int) -> None:
-    """Adds or replaces this style's entry in ``registry.json``; "toon" stays the default.
+    """Adds this style's entry to ``registry.json``, or updates the trained fields of the
+    one there (its picture settings, such as ``tone`` and ``wash``, are kept); "toon" stays
+    the default.
 
     Head and background name the same weights file: one model serves both passes.
     """
     path = out / REGISTRY_FILE
     document = json.loads(path.read_text()) if path.is_file() else {"styles": []}
+    earlier = next((entry for entry in document["styles"] if entry["name"] == style), {})
     entries = [entry for entry in document["styles"] if entry["name"] != style]
     entries.append(
-        {
+        earlier
+        | {
             "name": style,
             "description": DESCRIPTIONS[style],
             "head": f"{style}.safetensors",
