@@ -2,6 +2,7 @@
 
     python -m benchmarks.steps                    # toon and comic, the machine's own precision
     python -m benchmarks.steps --precision fp32 --repeats 5
+    python -m benchmarks.steps --styles toon --styles-dir /tmp/slim   # another registry's models
 
 Each step runs on its own, in the order the pipeline runs them, on the two shipped
 portraits (astronaut, Grace Hopper) upscaled to 1024 px: HOG alone and HOG with the MTCNN
@@ -84,11 +85,12 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--styles-dir", default=common.DEFAULT_STYLES_DIR, help="the registry to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     print(common.machine_description(), flush=True)
-    pipeline = Pipeline(StyleRegistry.from_directory(common.DEFAULT_STYLES_DIR),
+    pipeline = Pipeline(StyleRegistry.from_directory(args.styles_dir),
                         PipelineSettings(device="cpu", precision=args.precision))
     photos = {photo.name: codec.decode(photo.data).rgb for photo in common.portraits([args.side])}
     styles = args.styles.split(",")
