@@ -1,15 +1,18 @@
 """The CPU targets end to end over HTTP, side by side in one run: fast path, fp32 before and now, width 32.
 
-    python -m benchmarks.targets                        # about 10 minutes on a quiet 2-core machine
+    python -m benchmarks.targets                        # about 12 minutes on a quiet 2-core machine
     python -m benchmarks.targets --rounds 1 --requests 8   # smoke run
-    python -m benchmarks.targets --copies fp32_full,fp32   # issue 29 alone: the fp32 path, full and half background
+    python -m benchmarks.targets --copies fp32_wide,fp32_full,fp32   # issue 29 alone: the fp32 path
 
 One Serve instance serves up to six copies of serve_config.yaml's app in turn, each under its
 own route prefix and otherwise as shipped:
 
 - ``fast``: serve_config.yaml itself (the inference mode ``cartoon.model.inference`` picks);
+- ``fp32_wide``: ``args.precision: fp32`` with ``args.background_scale: 1`` and every
+  style's background drawn by its head model (width 16), as before the slim background
+  models: the picture reference;
 - ``fp32_full``: ``args.precision: fp32`` with ``args.background_scale: 1``, the fp32 path
-  as served (the background model at full size): the picture reference;
+  as served (the registry's background models, at full size);
 - ``fast_1thread``: the same with ``args.cpu_threads: 1`` (one torch thread always), to
   see what the second thread at c=1 buys on the machine at hand;
 - ``fp32``: the same with ``args.precision: fp32`` and ``args.background_scale: auto``: the
@@ -31,7 +34,8 @@ c=8. Targets (issue 13): 1024 px at c=1 <= 0.4 s with the default
 style; c=8 >= 3 images/s; width 32 at c=1 <= 1.5 s. Issue 29, the fp32 path: c=1 <= 0.5 s,
 c=8 >= 2.5 images/s. The share of the CPU's peak is the convolution FLOPs of a request's
 pieces over its ``unet_compute`` time. Each copy's c=1 pictures are compared with
-``fp32_full``'s (PSNR and the largest difference, faces and the rest apart).
+``fp32_wide``'s (``fp32_full``'s when that copy does not run): PSNR and the largest
+difference, faces and the rest apart.
 """
 
 import argparse
@@ -51,14 +55,15 @@ from benchmarks import common
 from benchmarks.common import Photo, fmt
 from benchmarks.load import Level, Sample, run_level, sample_of
 from benchmarks.unet import SHAPES, conv_macs, peak_tflops
+from cartoon.image.styles import StyleRegistry
 
 TARGET_C1_S = 0.4
 TARGET_C8_IMAGES_PER_S = 3.0
 TARGET_W32_C1_S = 1.5
 TARGET_FP32_C1_S = 0.5
 TARGET_FP32_C8_IMAGES_PER_S = 2.5
-COPIES = ("fast", "fp32_full", "fp32", "fast_1thread", "fast_wait20", "w32")
-LOADED_COPIES = ("fast", "fp32_full", "fp32", "fast_1thread", "fast_wait20")
+COPIES = ("fast", "fp32_wide", "fp32_full", "fp32", "fast_1thread", "fast_wait20", "w32")
+LOADED_COPIES = ("fast", "fp32_wide", "fp32_full", "fp32", "fast_1thread", "fast_wait20")
 
 
 def log(text: str) -> None:
@@ -78,6 +83,18 @@ def width32_registry(directory: Path) -> Path:
     return directory
 
 
+def wide_registry(styles_dir: Path, directory: Path) -> Path:
+    """The registry of ``styles_dir`` with each style's background drawn by its head model."""
+    document = json.loads((styles_dir / "registry.json").read_text())
+    for entry in document["styles"]:
+        head = str((styles_dir / entry["head"]).resolve())
+        entry.update(head=head, background=head, background_width=entry["width"])
+        if entry.get("compat", {}).get("mask"):
+            entry["compat"]["mask"] = str((styles_dir / entry["compat"]["mask"]).resolve())
+    (directory / "registry.json").write_text(json.dumps(document))
+    return directory
+
+
 def copy_app(app: dict, name: str, args: dict, batching: dict | None = None) -> dict:
     """``app`` under its own name and route, with ``args`` and the Cartoonizer's ``batching`` changed."""
     copied = copy.deepcopy(app)
@@ -89,11 +106,12 @@ def copy_app(app: dict, name: str, args: dict, batching: dict | None = None) -> 
     return copied
 
 
-def copy_configs(config: dict, w32_dir: Path) -> dict[str, dict]:
+def copy_configs(config: dict, w32_dir: Path, wide_dir: Path) -> dict[str, dict]:
     """A whole Serve config per copy, each holding that copy's app alone."""
     (app,) = config["applications"]
     apps = [
         copy_app(app, "fast", {}),
+        copy_app(app, "fp32_wide", {"precision": "fp32", "background_scale": 1.0, "styles_dir": str(wide_dir)}),
         copy_app(app, "fp32_full", {"precision": "fp32", "background_scale": 1.0}),
         copy_app(app, "fast_1thread", {"cpu_threads": 1}),
         copy_app(app, "fp32", {"precision": "fp32", "background_scale": "auto"}),
@@ -114,16 +132,19 @@ def serve_only(config: dict, url: str, port: int, name: str) -> dict:
     return httpx.get(f"{url}/{name}/readyz", timeout=30).json()
 
 
-def gflop_per_request(photo: Photo, settings, width: int, background_scale: float = 1.0) -> float:
-    """Convolution GFLOP of the pieces one photo sends through the UNet (backgrounds at ``background_scale``)."""
+def gflop_per_request(photo: Photo, settings, widths: tuple[int, int], background_scale: float = 1.0) -> float:
+    """Convolution GFLOP of the pieces one photo sends through the UNet: heads and
+    backgrounds at their models' ``widths``, backgrounds at ``background_scale``."""
     from cartoon.image.pipeline import Options, Preparer
     from cartoon.model.unet import UNetConfig, random_generator
 
     job = Preparer(settings).prepare(photo.data, Options())
-    per_pixel = 2 * conv_macs(random_generator(UNetConfig(width=width)), SHAPES["head"]) / SHAPES["head"] ** 2
+    head_width, background_width = widths
+    per_pixel = {width: 2 * conv_macs(random_generator(UNetConfig(width=width)), SHAPES["head"]) / SHAPES["head"] ** 2
+                 for width in set(widths)}
     pixels = sum(piece.shape[0] * piece.shape[1] for piece in job.heads)
-    pixels += sum(piece.shape[0] * piece.shape[1] * background_scale**2 for piece in job.background)
-    return per_pixel * pixels / 1e9
+    background_pixels = sum(piece.shape[0] * piece.shape[1] * background_scale**2 for piece in job.background)
+    return (per_pixel[head_width] * pixels + per_pixel[background_width] * background_pixels) / 1e9
 
 
 def mean(values: list[float]) -> float:
@@ -177,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     levels: dict[str, list[Level]] = {name: [] for name in loaded}
     pictures: dict[str, dict[str, np.ndarray]] = {name: {} for name in copies}
     ready: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="w32_style") as w32_dir:
-        configs = copy_configs(base, width32_registry(Path(w32_dir)))
+    with tempfile.TemporaryDirectory(prefix="w32_style") as w32_dir, \
+            tempfile.TemporaryDirectory(prefix="wide_styles") as wide_dir:
+        shipped = Path(common.resolve_styles_dir(common.app_args(base).get("styles_dir")))
+        configs = copy_configs(base, width32_registry(Path(w32_dir)), wide_registry(shipped, Path(wide_dir)))
         modes = {}  # copy -> (precision, background scale), as the Cartoonizer will choose them
         for name, app_config in configs.items():
             app = common.app_args(app_config)
@@ -186,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             modes[name] = (mode.precision, choose_background_scale(mode, app.get("background_scale", "auto"),
                                                                    tiled=bool(app.get("tile", 0))))
         precision = {name: mode[0] for name, mode in modes.items()}
-        gflop = {name: {p.name: gflop_per_request(p, settings, 32 if name == "w32" else 16, scale) for p in photos}
+        default_style = StyleRegistry.from_directory(shipped).get(None)
+        widths = {name: (32, 32) if name == "w32" else (default_style.width, default_style.width)
+                  if name == "fp32_wide" else (default_style.width, default_style.background_width) for name in configs}
+        gflop = {name: {p.name: gflop_per_request(p, settings, widths[name], scale) for p in photos}
                  for name, (_, scale) in modes.items()}
         # Logical CPUs for two copies at full scale: the outgoing one may still be stopping.
         with common.served_graph(configs[copies[0]], ray_cpus=4, ready_timeout_s=600) as url:
@@ -253,12 +279,13 @@ def main(argv: list[str] | None = None) -> int:
          "unet_compute ms", "encode ms", "% of peak (UNet, cores used)", f"img/s c={args.concurrency} (median)",
          "per round"],
         rows))
-    print(f"\nPictures at c=1 against fp32_full's (PSNR dB / largest difference of 255), faces and the rest:\n")
+    reference_copy = "fp32_wide" if "fp32_wide" in copies else "fp32_full"
+    print(f"\nPictures at c=1 against {reference_copy}'s (PSNR dB / largest difference of 255), faces and the rest:\n")
     picture_rows = []
     for name in copies:
         for photo in photos:
-            reference, candidate = pictures.get("fp32_full", {}).get(photo.name), pictures[name].get(photo.name)
-            if name == "fp32_full" or reference is None or candidate is None:
+            reference, candidate = pictures.get(reference_copy, {}).get(photo.name), pictures[name].get(photo.name)
+            if name == reference_copy or reference is None or candidate is None:
                 continue
             cost = common.picture_cost(reference, candidate, faces[photo.name])
             picture_rows.append([name, photo.label, *(
@@ -282,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
             c1_row(f"1024 px, c=1, default style: <= {TARGET_C1_S} s", "fast", TARGET_C1_S, "fp32"),
             rate_row(f"c={args.concurrency}: >= {TARGET_C8_IMAGES_PER_S} img/s", "fast", TARGET_C8_IMAGES_PER_S,
                      "fp32"),
+        ]
+    if {"fp32_full", "fp32_wide"} <= set(copies):
+        targets += [
+            c1_row(f"fp32 path as served, 1024 px, c=1: <= {TARGET_FP32_C1_S} s", "fp32_full", TARGET_FP32_C1_S,
+                   "fp32_wide"),
+            rate_row(f"fp32 path as served, c={args.concurrency}: >= {TARGET_FP32_C8_IMAGES_PER_S} img/s", "fp32_full",
+                     TARGET_FP32_C8_IMAGES_PER_S, "fp32_wide"),
         ]
     if {"fp32", "fp32_full"} <= set(copies):
         targets += [

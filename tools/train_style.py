@@ -25,10 +25,13 @@ steps and is recorded in ``<style>_train.json``, so a run can be repeated exactl
 with ``--steps``.
 
 Writes ``<style>.safetensors`` and ``<style>_train.json`` to ``--out`` and adds the
-style to its ``registry.json``.
+style to its ``registry.json``. ``--part background`` trains the same way a model for the
+background pass alone, usually slimmer (``--width``), written as
+``<style>_background.safetensors`` beside the style's head model.
 
 Usage (from the repository root):
     python -m tools.train_style --style toon --minutes 20 --out cartoon/styles
+    python -m tools.train_style --style toon --part background --width 8 --steps 6000 --out cartoon/styles
 """
 
 import argparse
@@ -94,6 +97,9 @@ class TrainConfig:
     steps: int | None = None  # fixed step count (reproducible); None = from the budget
     seed: int = 0
     width: int = 16  # UNet width C
+    # "both": one model for head crops and backgrounds; "background": a model for the
+    # background pass alone (its own, usually slimmer, width), beside the style's head model.
+    part: str = "both"
     lr: float = 2e-3  # Adam peak learning rate
     grad_clip: float = 0.0  # largest gradient norm per step; 0 leaves gradients alone
     warmup: float = 0.03  # fraction of steps with a linear warm-up
@@ -517,30 +523,35 @@ def seconds_per_step(
     return float(np.median(times[1:]))
 
 
-def update_registry(out: Path, style: str, width: int) -> None:
+def update_registry(out: Path, style: str, width: int, part: str = "both") -> None:
     """Adds this style's entry to ``registry.json``, or updates the trained fields of the
     one there (its picture settings, such as ``tone`` and ``wash``, are kept); "toon" stays
     the default.
 
-    Head and background name the same weights file: one model serves both passes.
+    ``part`` "both": head and background name the same weights file, one model serving
+    both passes. "background": only the background's file and width change; the style's
+    entry must exist.
     """
     path = out / REGISTRY_FILE
     document = json.loads(path.read_text()) if path.is_file() else {"styles": []}
-    earlier = next((entry for entry in document["styles"] if entry["name"] == style), {})
-    entries = [entry for entry in document["styles"] if entry["name"] != style]
-    entries.append(
-        earlier
-        | {
+    earlier = next((entry for entry in document["styles"] if entry["name"] == style), None)
+    if part == "background":
+        if earlier is None:
+            raise ValueError(f"{path} has no style {style!r} to give a background model; train --part both first")
+        trained = {"background": f"{style}_background.safetensors", "background_width": width}
+    else:
+        trained = {
             "name": style,
             "description": DESCRIPTIONS[style],
             "head": f"{style}.safetensors",
             "background": f"{style}.safetensors",
             "width": width,
+            "background_width": width,
             "source": "trained by this project: tools/train_style.py (docs/MODEL_CARD.md)",
             "licence": "this project's own; no third-party weights or data",
-        }
-        | ({"finish": style} if style in FINISHES else {})
-    )
+        } | ({"finish": style} if style in FINISHES else {})
+    entries = [entry for entry in document["styles"] if entry["name"] != style]
+    entries.append((earlier or {}) | trained)
     entries.sort(key=lambda entry: (entry["name"] != DEFAULT_STYLE, entry["name"]))
     names = [entry["name"] for entry in entries]
     default = DEFAULT_STYLE if DEFAULT_STYLE in names else names[0]
@@ -593,7 +604,8 @@ def run(config: TrainConfig) -> dict:
         print(f"{per_step:.2f} s/step -> {steps} steps", flush=True)
     trainer = Trainer(model, config, device)
     fitted = trainer.fit(pools, steps, np.random.default_rng(config.seed + 10), config.style)
-    save_weights(trainer.model.cpu(), out / f"{config.style}.safetensors")
+    stem = config.style if config.part == "both" else f"{config.style}_{config.part}"
+    save_weights(trainer.model.cpu(), out / f"{stem}.safetensors")
     record = {
         "config": asdict(config),
         "evaluation_photos_never_used": [photo.id for photo in packaged.EVALUATION],
@@ -607,8 +619,8 @@ def run(config: TrainConfig) -> dict:
         "budget_seconds": round(clock() - start, 1),
         "wall_seconds": round(time.perf_counter() - wall, 1),
     }
-    (out / f"{config.style}_train.json").write_text(json.dumps(record, indent=2) + "\n")
-    update_registry(out, config.style, config.width)
+    (out / f"{stem}_train.json").write_text(json.dumps(record, indent=2) + "\n")
+    update_registry(out, config.style, config.width, config.part)
     return record
 
 
@@ -626,6 +638,8 @@ def parse_args() -> TrainConfig:
         for name in names:
             flag = f"--{name.replace('_', '-')}"
             parser.add_argument(flag, type=kind, default=getattr(defaults, name))
+    parser.add_argument("--part", choices=("both", "background"), default=defaults.part,
+                        help="train one model for both passes, or the background pass's own")
     parser.add_argument("--steps", type=int, help="fixed step count instead of the budget")
     parser.add_argument("--device", default=defaults.device, help='"auto", "cpu" or "cuda"')
     return TrainConfig(**vars(parser.parse_args()))

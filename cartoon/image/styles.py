@@ -33,7 +33,10 @@ class Style:
         description: one line for ``GET /v1/styles``.
         head: weights for aligned 288x288 head crops.
         background: weights for the whole picture (may be the same file as ``head``).
-        width: the UNet width both files must have.
+        width: the UNet width of the head weights.
+        background_width: the UNet width of the background weights: a slimmer model
+            may draw the background, where most of a picture's pixels are, while heads,
+            whose identity must hold, keep the wider one.
         source: where the weights come from (a model id or "trained here").
         licence: the weights' licence as their source states it.
         mode: the generator mode both files must declare ("native" or "tf1").
@@ -60,6 +63,7 @@ class Style:
     head: Path
     background: Path
     width: int
+    background_width: int = 0  # 0: the same as width
     source: str = ""
     licence: str = ""
     mode: str = "native"
@@ -71,6 +75,10 @@ class Style:
     min_background_scale: float = 0.0
     wash: bool = False
 
+    def __post_init__(self):
+        if not self.background_width:
+            object.__setattr__(self, "background_width", self.width)
+
     def served_precision(self, configured: Precision = "auto") -> str:
         """The precision the style is served in: the config's, unless it says "auto"."""
         return self.precision if configured == "auto" else configured
@@ -81,6 +89,7 @@ class Style:
             "name": self.name,
             "description": self.description,
             "width": self.width,
+            "background_width": self.background_width,
             "source": self.source,
             "licence": self.licence,
             "mode": self.mode,
@@ -98,6 +107,7 @@ def _style(directory: Path, entry: dict) -> Style:
         head=directory / entry["head"],
         background=directory / entry["background"],
         width=int(entry["width"]),
+        background_width=int(entry.get("background_width", entry["width"])),
         source=entry.get("source", ""),
         licence=entry.get("licence", ""),
         mode=mode,
@@ -142,9 +152,10 @@ class StyleRegistry:
         """Reads ``registry.json``.
 
         Its form: {"default": name, "styles": [{name, description, head, background,
-        width, source, licence, finish, precision, compat: {mode, background_padding,
-        mask, ...}}]}; source, licence, finish, precision and compat are optional (a
-        style trained here).
+        width, background_width, source, licence, finish, precision, compat: {mode,
+        background_padding, mask, ...}}]}; background_width (the head's width by
+        default), source, licence, finish, precision and compat are optional (a style
+        trained here).
         """
         path = Path(directory) / REGISTRY_FILE
         try:
@@ -230,12 +241,13 @@ class Stylizer:
         (``tiled``: the backgrounds come in tiles); 1, the default, is the reference.
         """
         generators = {}
-        for kind, path in (("head", style.head), ("background", style.background)):
+        for kind, path, width in (("head", style.head, style.width),
+                                  ("background", style.background, style.background_width)):
             generator = load_generator(path)
-            if generator.config.width != style.width:
+            if generator.config.width != width:
                 raise WeightsError(
                     f"weights file {path} has width {generator.config.width}, "
-                    f"style {style.name!r} declares {style.width}"
+                    f"style {style.name!r} declares {width} for its {kind}"
                 )
             if generator.config.mode != style.mode:
                 raise WeightsError(

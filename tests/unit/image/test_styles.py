@@ -151,3 +151,31 @@ def test_corrupt_weights_file_names_the_file(registry, tmp_path, damage):
     broken.write_bytes(b"not a safetensors file" if damage == "garbage" else data[: len(data) // 2])
     with pytest.raises(WeightsError, match=re.escape(str(broken))):
         Stylizer.from_style(copied.get("toon"), device="cpu")
+
+
+def slim_background_registry(directory, declared_background_width):
+    """A style whose head model is width 16 and whose background model is width 8."""
+    from cartoon.model.unet import UNetConfig, random_generator, save_weights
+
+    save_weights(random_generator(UNetConfig(width=16), seed=1), directory / "head.safetensors")
+    save_weights(random_generator(UNetConfig(width=8), seed=2), directory / "background.safetensors")
+    entry = {"name": "slim", "head": "head.safetensors", "background": "background.safetensors",
+             "width": 16, "background_width": declared_background_width}
+    (directory / "registry.json").write_text(json.dumps({"default": "slim", "styles": [entry]}))
+    return StyleRegistry.from_directory(directory)
+
+
+def test_a_style_may_draw_its_background_with_a_slimmer_model(tmp_path):
+    style = slim_background_registry(tmp_path, 8).get("slim")
+    stylizer = Stylizer.from_style(style, device="cpu", precision="fp32")
+
+    assert (stylizer.models["head"].config.width, stylizer.models["background"].config.width) == (16, 8)
+    assert style.public()["background_width"] == 8
+    picture = np.full((1, 64, 64, 3), 128, np.uint8)
+    assert stylizer.run(picture, "background").shape == picture.shape
+
+
+def test_a_background_model_of_another_width_than_declared_is_refused(tmp_path):
+    style = slim_background_registry(tmp_path, 16).get("slim")
+    with pytest.raises(WeightsError, match="width 8, style 'slim' declares 16 for its background"):
+        Stylizer.from_style(style, device="cpu", precision="fp32")

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tools.train_style import update_registry
 
 
@@ -30,3 +32,18 @@ def test_a_new_style_gets_an_entry_of_its_own(tmp_path):
     document = json.loads((tmp_path / "registry.json").read_text())
     assert [(entry["name"], entry["width"]) for entry in document["styles"]] == [("sketch", 12)]
     assert document["default"] == "sketch"
+
+
+def test_a_background_model_changes_only_the_background_of_its_style(tmp_path):
+    update_registry(tmp_path, "toon", 16)
+
+    update_registry(tmp_path, "toon", 8, part="background")
+
+    (toon,) = json.loads((tmp_path / "registry.json").read_text())["styles"]
+    assert (toon["head"], toon["width"]) == ("toon.safetensors", 16)
+    assert (toon["background"], toon["background_width"]) == ("toon_background.safetensors", 8)
+
+
+def test_a_background_model_needs_its_style_first(tmp_path):
+    with pytest.raises(ValueError, match="train --part both first"):
+        update_registry(tmp_path, "toon", 8, part="background")
