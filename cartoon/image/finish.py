@@ -97,6 +97,8 @@ class Wash:
     edge_thresholds: tuple[float, float] = (40.0, 100.0)  # Canny's, on the 8-bit L*: the photo's edges
     clearance: int = 3  # px: nothing within this of a photo edge is washed
     sigma: float = 5.0  # px: the wash's Gaussian (at 10 its edge of calm drew ghost outlines)
+    deep_sigma: float = 16.0  # px: the wash's Gaussian deep inside a calm area (0: none)
+    deep_reach: float = 24.0  # px into a calm area where that wider wash has wholly taken over
 
 
 def calm(photo: np.ndarray, params: Wash) -> np.ndarray:
@@ -128,14 +130,23 @@ def wash(picture: np.ndarray, photo: np.ndarray, params: Wash, keep: np.ndarray 
     image = picture.astype(np.float32)
     spread, coverage = (_wide_blur(m, params.sigma) for m in (image * weight[..., None], weight))
     washed = spread / np.maximum(coverage, 1e-3)[..., None]
+    if params.deep_sigma:
+        # Deep inside a calm area the wash widens: a slim student's islands there are wider
+        # than ``sigma``, and with the weight ramping in over ``deep_reach`` px no outline
+        # appears where the wider wash starts.
+        inside = cv2.distanceTransform((weight >= 0.5).astype(np.uint8), cv2.DIST_L2, 3)
+        deep = np.clip(inside * np.float32(1.0 / params.deep_reach), 0.0, 1.0)
+        if deep.any():
+            spread, coverage = (_wide_blur(m, params.deep_sigma, 4) for m in (image * weight[..., None], weight))
+            washed += deep[..., None] * (spread / np.maximum(coverage, 1e-3)[..., None] - washed)
     return np.clip(image + weight[..., None] * (washed - image) + 0.5, 0, 255).astype(np.uint8)
 
 
-def _wide_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """A Gaussian blur of ``sigma`` px, run at half size: as smooth, a quarter of the work."""
+def _wide_blur(image: np.ndarray, sigma: float, shrink: int = 2) -> np.ndarray:
+    """A Gaussian blur of ``sigma`` px, run at 1/``shrink`` size: as smooth, a fraction of the work."""
     height, width = image.shape[:2]
-    half = cv2.resize(image, (max(1, width // 2), max(1, height // 2)), interpolation=cv2.INTER_AREA)
-    return cv2.resize(cv2.GaussianBlur(half, (0, 0), sigma / 2.0), (width, height), interpolation=cv2.INTER_LINEAR)
+    small = cv2.resize(image, (max(1, width // shrink), max(1, height // shrink)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / shrink), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def wash_batch(pictures: np.ndarray, photos: np.ndarray, params: Wash | None,
