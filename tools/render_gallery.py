@@ -168,13 +168,15 @@ def main() -> None:
         print(path)
     registry = StyleRegistry.from_directory(args.styles_dir)
     for name in registry.names():
-        model = load_generator(registry.get(name).head)
-        parameters = sum(p.numel() for p in model.parameters())
-        gmac = multiply_accumulates(model, CROP_SIZE, CROP_SIZE) / 1e9
-        print(
-            f"{name}: width {model.config.width}, {parameters:,} parameters, "
-            f"{gmac:.2f} GMAC per {CROP_SIZE}x{CROP_SIZE} crop"
-        )
+        style = registry.get(name)
+        for kind, path in (("head", style.head), ("background", style.background)):
+            model = load_generator(path)
+            parameters = sum(p.numel() for p in model.parameters())
+            gmac = multiply_accumulates(model, CROP_SIZE, CROP_SIZE) / 1e9
+            print(
+                f"{name} {kind}: width {model.config.width}, {parameters:,} parameters, "
+                f"{gmac:.2f} GMAC per {CROP_SIZE}x{CROP_SIZE} crop"
+            )
 
 
 if __name__ == "__main__":
