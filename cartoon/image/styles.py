@@ -217,11 +217,11 @@ class Stylizer:
         self.wash = wash
         self.device = resolve_device(str(device))
         self.mode = mode or choose_mode(self.device)
-        self.dtype = self.mode.dtype
+        self.dtypes = {"head": self.mode.dtype, "background": self.mode.background_dtype}
         self.channels_last = self.mode.channels_last
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.models = {
-            kind: model.to(self.device, self.dtype, memory_format=memory_format).eval()
+            kind: model.to(self.device, self.dtypes[kind], memory_format=memory_format).eval()
             for kind, model in (("head", head), ("background", background))
         }
 
@@ -259,7 +259,13 @@ class Stylizer:
         served = style.served_precision(precision)
         mode = choose_mode(device, served)
         if served == "auto" and mode.precision == "bf16":
-            mode = checked_bf16(mode, list(generators.values()))
+            # Each model on its own: a slim background model rounds further from fp32
+            # in bf16 than its head model, and need not hold the heads back.
+            head, background = (checked_bf16(mode, [generators[kind]]) for kind in ("head", "background"))
+            reason = head.reason
+            if background.precision != head.precision:
+                reason = f"{head.reason}; background model: {background.reason}"
+            mode = replace(head, background_precision=background.precision, reason=reason)
         elif served != precision:
             mode = replace(mode, reason=f"style {style.name!r} asks for {served}")
         scale = choose_background_scale(mode, background_scale, style.mode, tiled, style.min_background_scale)
@@ -311,7 +317,7 @@ class Stylizer:
     def _forward(self, pieces: np.ndarray, kind: str) -> np.ndarray:
         batch = torch.from_numpy(np.ascontiguousarray(pieces)).to(self.device)
         # Scaled in fp32 before the cast: in bf16 the step 1/127.5 would not survive.
-        batch = batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).to(self.dtype)  # (B, 3, H, W)
+        batch = batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).to(self.dtypes[kind])  # (B, 3, H, W)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         model = self.models[kind]

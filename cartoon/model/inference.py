@@ -32,6 +32,9 @@ class InferenceMode:
         reason: one line saying why this mode was chosen.
         background_scale: the background model's working scale (``choose_background_scale``);
             head crops always run at full size.
+        background_precision: the background model's precision where it differs from
+            the head model's ("" where it does not): each model of a style runs bf16
+            only if it passes ``checked_bf16`` on its own.
     """
 
     device: torch.device
@@ -39,16 +42,23 @@ class InferenceMode:
     channels_last: bool
     reason: str
     background_scale: float = 1.0
+    background_precision: str = ""
 
     @property
     def dtype(self) -> torch.dtype:
+        """The head model's dtype (and the background's, unless ``background_precision``)."""
         return DTYPES[self.precision]
+
+    @property
+    def background_dtype(self) -> torch.dtype:
+        return DTYPES[self.background_precision or self.precision]
 
     def describe(self) -> dict:
         """What the logs and ``/readyz`` report."""
         return {
             "device": str(self.device),
             "precision": self.precision,
+            "background_precision": self.background_precision or self.precision,
             "channels_last": self.channels_last,
             "background_scale": self.background_scale,
             "reason": self.reason,

@@ -37,7 +37,7 @@ def test_fast_path_output_is_within_two_levels_of_fp32_on_real_photos(style, rea
     entry = StyleRegistry.from_directory().get(style)
     reference = Stylizer.from_style(entry, "cpu", "fp32")
     fast = Stylizer.from_style(entry, "cpu")  # auto: bf16 where the CPU and the style's probe allow
-    assert reference.dtype == torch.float32
+    assert set(reference.dtypes.values()) == {torch.float32}
     for label, (kind, batch) in real_pieces.items():
         assert len(batch), label
         # The generators, where precision acts; the finish after them snaps to colour
@@ -46,7 +46,7 @@ def test_fast_path_output_is_within_two_levels_of_fp32_on_real_photos(style, rea
         got = fast.generate(batch, kind).astype(np.int16)
         difference = np.abs(got - expected)
         assert difference.max() <= MAX_BF16_DIFFERENCE, f"{style} {label}: max {difference.max()}/255 ({fast.mode})"
-        if fast.dtype == torch.bfloat16:  # bf16 really ran, and rounded somewhere
+        if fast.dtypes[kind] == torch.bfloat16:  # bf16 really ran, and rounded somewhere
             assert difference.mean() < 0.5 and difference.max() > 0, f"{style} {label}: mean {difference.mean()}"
 
 
@@ -59,7 +59,28 @@ def test_a_style_too_far_from_fp32_in_bf16_falls_back_to_fp32(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     monkeypatch.setattr(inference, "BF16_TOLERANCE", -1)
     fast = Stylizer.from_style(StyleRegistry.from_directory().get(None), "cpu")
-    assert fast.dtype == torch.float32 and "from fp32 on the probe" in fast.mode.reason
+    assert set(fast.dtypes.values()) == {torch.float32} and "from fp32 on the probe" in fast.mode.reason
+
+
+def test_each_model_of_a_style_runs_bf16_only_if_it_holds_on_its_own(monkeypatch):
+    """A head model within the tolerance runs bf16 beside a background model that is not."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    style = StyleRegistry.from_directory().get(None)
+    assert style.background_width != style.width  # so the check below can tell the models apart
+    checked = inference.checked_bf16
+
+    def background_too_far(mode, generators):
+        if any(generator.config.width == style.background_width for generator in generators):
+            return inference.InferenceMode(
+                mode.device, "fp32", mode.channels_last, "bf16 was 9/255 from fp32 on the probe (over 3); fp32")
+        return checked(mode, generators)
+
+    monkeypatch.setattr("cartoon.image.styles.checked_bf16", background_too_far)
+    fast = Stylizer.from_style(style, "cpu")
+    assert fast.dtypes == {"head": torch.bfloat16, "background": torch.float32}
+    assert fast.mode.describe()["background_precision"] == "fp32" and "background model" in fast.mode.reason
+    picture = np.full((1, 64, 64, 3), 128, np.uint8)
+    assert fast.generate(picture, "background").shape == picture.shape
 
 
 @pytest.mark.parametrize("feature, expected", [(True, "bf16"), (False, "fp32")])
