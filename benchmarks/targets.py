@@ -4,7 +4,7 @@
     python -m benchmarks.targets --rounds 1 --requests 8   # smoke run
     python -m benchmarks.targets --copies fp32_wide,fp32_full,fp32   # issue 29 alone: the fp32 path
 
-One Serve instance serves up to six copies of serve_config.yaml's app in turn, each under its
+One Serve instance serves up to seven copies of serve_config.yaml's app in turn, each under its
 own route prefix and otherwise as shipped:
 
 - ``fast``: serve_config.yaml itself (the inference mode ``cartoon.model.inference`` picks);

@@ -529,8 +529,9 @@ def update_registry(out: Path, style: str, width: int, part: str = "both") -> No
     the default.
 
     ``part`` "both": head and background name the same weights file, one model serving
-    both passes. "background": only the background's file and width change; the style's
-    entry must exist.
+    both passes (a background model the style had is no longer used; its file stays).
+    "background": only the background's file and width change; the style's entry must
+    exist.
     """
     path = out / REGISTRY_FILE
     document = json.loads(path.read_text()) if path.is_file() else {"styles": []}
@@ -577,6 +578,11 @@ def machine() -> dict:
 
 def run(config: TrainConfig) -> dict:
     """Builds the pools, trains the model, writes weights, record and registry entry."""
+    registry = Path(config.out) / REGISTRY_FILE
+    if config.part == "background" and not (
+            registry.is_file() and any(entry["name"] == config.style
+                                       for entry in json.loads(registry.read_text())["styles"])):
+        raise SystemExit(f"{registry} has no style {config.style!r} to give a background model; train --part both first")
     torch.set_num_threads(config.threads)
     cv2.setNumThreads(config.threads)
     torch.manual_seed(config.seed)

@@ -133,11 +133,12 @@ def wash(picture: np.ndarray, photo: np.ndarray, params: Wash, keep: np.ndarray 
     if params.deep_sigma:
         # Deep inside a calm area the wash widens: a slim student's islands there are wider
         # than ``sigma``, and with the weight ramping in over ``deep_reach`` px no outline
-        # appears where the wider wash starts.
+        # appears where the wider wash starts. Only deep pixels are averaged, so another
+        # calm area beyond a photo edge stays at least ``deep_reach`` px further off.
         inside = cv2.distanceTransform((weight >= 0.5).astype(np.uint8), cv2.DIST_L2, 3)
         deep = np.clip(inside * np.float32(1.0 / params.deep_reach), 0.0, 1.0)
         if deep.any():
-            spread, coverage = (_wide_blur(m, params.deep_sigma, 4) for m in (image * weight[..., None], weight))
+            spread, coverage = (_wide_blur(m, params.deep_sigma, 4) for m in (image * deep[..., None], deep))
             washed += deep[..., None] * (spread / np.maximum(coverage, 1e-3)[..., None] - washed)
     return np.clip(image + weight[..., None] * (washed - image) + 0.5, 0, 255).astype(np.uint8)
 

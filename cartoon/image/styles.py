@@ -262,13 +262,16 @@ class Stylizer:
             # Each model on its own: a slim background model rounds further from fp32
             # in bf16 than its head model, and need not hold the heads back.
             head, background = (checked_bf16(mode, [generators[kind]]) for kind in ("head", "background"))
-            reason = head.reason
             if background.precision != head.precision:
-                reason = f"{head.reason}; background model: {background.reason}"
-            mode = replace(head, background_precision=background.precision, reason=reason)
+                head = replace(head, background_precision=background.precision,
+                               reason=f"{head.reason}; background model: {background.reason}")
+            mode = head
         elif served != precision:
             mode = replace(mode, reason=f"style {style.name!r} asks for {served}")
-        scale = choose_background_scale(mode, background_scale, style.mode, tiled, style.min_background_scale)
+        # The background model's own precision decides its working scale.
+        background_mode = replace(mode, precision=mode.background_precision or mode.precision)
+        scale = choose_background_scale(background_mode, background_scale, style.mode, tiled,
+                                        style.min_background_scale)
         return cls(
             generators["head"], generators["background"], device, replace(mode, background_scale=scale),
             paste_mask=load_mask(style), finish=FINISHES[style.finish] if style.finish else None,

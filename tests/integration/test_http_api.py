@@ -6,12 +6,10 @@ import base64
 import httpx
 import numpy as np
 import pytest
-import torch
 
 from cartoon.image import codec
-from cartoon.model.inference import choose_mode
 from cartoon.image.pipeline import Options, Pipeline
-from cartoon.image.styles import StyleRegistry
+from cartoon.image.styles import StyleRegistry, Stylizer
 from deployments.settings import AppArgs
 from tests import photos
 from tests.integration.conftest import BATCHING_USER_CONFIG, OVERLOADED_RETRY_AFTER_S
@@ -101,8 +99,9 @@ def test_styles_health_and_readiness(client):
     ready = client.get("/readyz")
     # Ready only once a Cartoonizer reported the forward it ran at start-up.
     assert ready.status_code == 200, ready.text
-    # The inference mode chosen at start-up, as cartoon.model.inference picks it on this CPU.
-    expected = choose_mode(torch.device("cpu")).describe()
+    # The inference mode chosen at start-up for the default style, as cartoon.model.inference
+    # picks it on this CPU (each of the style's models checked for bf16 on its own).
+    expected = Stylizer.from_style(StyleRegistry.from_directory().get(None), "cpu").mode.describe()
     assert {key: ready.json()["inference"][key] for key in expected} == expected
     assert ready.json()["inference"]["max_cpu_threads"] == 2
     assert 0 < ready.json()["inference"]["seconds_per_image"] < 60

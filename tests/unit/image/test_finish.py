@@ -231,7 +231,7 @@ def test_what_the_caller_keeps_is_not_washed():
     np.testing.assert_array_equal(washed[:, 60:100], picture[:, 60:100])
 
 
-def test_the_served_comic_washes_a_soft_backdrop_and_inks_less_of_it():
+def test_the_comic_finish_inks_less_of_a_soft_backdrop_once_the_wide_students_blotches_are_washed():
     """Grace Hopper's blue backdrop: the student's blotches and band lines are washed, the
     finished backdrop carries less ink than without the wash; her face's crop is not washed.
 
