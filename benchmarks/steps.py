@@ -29,25 +29,15 @@ from cartoon.image.pipeline import Options, Pipeline, PipelineSettings
 from cartoon.image.styles import StyleRegistry
 
 
-def cpu_ms(step, repeats: int) -> float:
-    """Median CPU milliseconds of ``step()`` over ``repeats`` runs, after one warm-up."""
+def median_ms(step, repeats: int, clock=time.process_time) -> float:
+    """Median milliseconds of ``step()`` over ``repeats`` runs by ``clock`` (CPU time by
+    default, ``time.perf_counter`` for wall time), after one warm-up."""
     step()
     samples = []
     for _ in range(repeats):
-        start = time.process_time()
+        start = clock()
         step()
-        samples.append((time.process_time() - start) * 1000.0)
-    return float(np.median(samples))
-
-
-def wall_ms(step, repeats: int) -> float:
-    """Median wall milliseconds of ``step()`` over ``repeats`` runs, after one warm-up."""
-    step()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        samples.append((time.perf_counter() - start) * 1000.0)
+        samples.append((clock() - start) * 1000.0)
     return float(np.median(samples))
 
 
@@ -64,30 +54,30 @@ def step_costs(pipeline: Pipeline, rgb: np.ndarray, style: str, repeats: int) ->
     background_photo = job.background
     lift = cv2.resize(tone_map.gain, rgb.shape[1::-1], interpolation=cv2.INTER_LINEAR) - np.float32(tone_map.exposure)
     costs = {
-        "detect (HOG)": cpu_ms(lambda: hog_only.detect(rgb), repeats),
-        "detect (HOG + MTCNN)": cpu_ms(lambda: preparer.detector.detect(rgb), repeats),
-        "detect (HOG + MTCNN), wall ms (on two threads)": wall_ms(lambda: preparer.detector.detect(rgb), repeats),
-        "tone map": cpu_ms(lambda: tone.tone_map(rgb, boxes, pipeline.settings.tone), repeats),
-        "tone apply (whole photo)": cpu_ms(lambda: tone.apply_tone(rgb, tone_map), repeats),
-        "of which quieting": cpu_ms(lambda: tone._quieted(rgb, lift), repeats),
-        "prepare (all of the above, align, shrink)": cpu_ms(
+        "detect (HOG)": median_ms(lambda: hog_only.detect(rgb), repeats),
+        "detect (HOG + MTCNN)": median_ms(lambda: preparer.detector.detect(rgb), repeats),
+        "detect (HOG + MTCNN), wall ms (on two threads)": median_ms(lambda: preparer.detector.detect(rgb), repeats, time.perf_counter),
+        "tone map": median_ms(lambda: tone.tone_map(rgb, boxes, pipeline.settings.tone), repeats),
+        "tone apply (whole photo)": median_ms(lambda: tone.apply_tone(rgb, tone_map), repeats),
+        "of which quieting": median_ms(lambda: tone._quieted(rgb, lift), repeats),
+        "prepare (all of the above, align, shrink)": median_ms(
             lambda: preparer.prepare_array(rgb, Options(style=style)), repeats),
-        "UNet heads": cpu_ms(lambda: stylizer.generate(job.heads, "head"), repeats) if len(job.heads) else 0.0,
-        "UNet background": cpu_ms(lambda: stylizer.generate(job.background, "background"), repeats),
+        "UNet heads": median_ms(lambda: stylizer.generate(job.heads, "head"), repeats) if len(job.heads) else 0.0,
+        "UNet background": median_ms(lambda: stylizer.generate(job.background, "background"), repeats),
     }
     if stylizer.wash is not None:
         wash = stylizer.wash
         keep = face_interior_mask(job.heads.shape[1])
-        costs["wash heads"] = cpu_ms(lambda: finish.wash_batch(heads, job.heads, wash, keep), repeats)
-        costs["wash background"] = cpu_ms(lambda: finish.wash_batch(background, background_photo, wash), repeats)
+        costs["wash heads"] = median_ms(lambda: finish.wash_batch(heads, job.heads, wash, keep), repeats)
+        costs["wash background"] = median_ms(lambda: finish.wash_batch(background, background_photo, wash), repeats)
     if stylizer.finish is not None:
-        costs["finish heads + background"] = cpu_ms(
+        costs["finish heads + background"] = median_ms(
             lambda: (finish.apply_batch(heads, stylizer.finish), finish.apply_batch(background, stylizer.finish)),
             repeats)
     stylized = replace(job, heads=heads, background=background, paste_mask=stylizer.paste_mask)
     picture = pipeline.composer.picture(stylized)
-    costs["compose"] = cpu_ms(lambda: pipeline.composer.picture(stylized), repeats)
-    costs["encode (PNG)"] = cpu_ms(lambda: codec.encode(picture, "png", 90), repeats)
+    costs["compose"] = median_ms(lambda: pipeline.composer.picture(stylized), repeats)
+    costs["encode (PNG)"] = median_ms(lambda: codec.encode(picture, "png", 90), repeats)
     return costs
 
 

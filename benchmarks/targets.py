@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                    tiled=bool(app.get("tile", 0))))
         precision = {name: mode[0] for name, mode in modes.items()}
         default_style = StyleRegistry.from_directory(shipped).get(None)
-        widths = {name: (32, 32) if name == "w32" else (default_style.width, default_style.width)
-                  if name == "fp32_wide" else (default_style.width, default_style.background_width) for name in configs}
+        widths = {name: (default_style.width, default_style.background_width) for name in configs}
+        widths.update(w32=(32, 32), fp32_wide=(default_style.width, default_style.width))
         gflop = {name: {p.name: gflop_per_request(p, settings, widths[name], scale) for p in photos}
                  for name, (_, scale) in modes.items()}
         # Logical CPUs for two copies at full scale: the outgoing one may still be stopping.

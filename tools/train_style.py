@@ -31,7 +31,7 @@ background pass alone, usually slimmer (``--width``), written as
 
 Usage (from the repository root):
     python -m tools.train_style --style toon --minutes 20 --out cartoon/styles
-    python -m tools.train_style --style toon --part background --width 8 --steps 6000 --out cartoon/styles
+    python -m tools.train_style --style toon --part background --width 8 --steps 3000 --seed 1 --out cartoon/styles
 """
 
 import argparse
@@ -523,6 +523,19 @@ def seconds_per_step(
     return float(np.median(times[1:]))
 
 
+def _read_registry(out: Path) -> dict:
+    path = out / REGISTRY_FILE
+    return json.loads(path.read_text()) if path.is_file() else {"styles": []}
+
+
+def _require_style(out: Path, style: str, document: dict) -> None:
+    """Raises ValueError unless ``document`` (``out``'s registry) has the style a background
+    model is trained for."""
+    if not any(entry["name"] == style for entry in document["styles"]):
+        raise ValueError(f"{out / REGISTRY_FILE} has no style {style!r} to give a background model; "
+                         "train --part both first")
+
+
 def update_registry(out: Path, style: str, width: int, part: str = "both") -> None:
     """Adds this style's entry to ``registry.json``, or updates the trained fields of the
     one there (its picture settings, such as ``tone`` and ``wash``, are kept); "toon" stays
@@ -534,11 +547,10 @@ def update_registry(out: Path, style: str, width: int, part: str = "both") -> No
     exist.
     """
     path = out / REGISTRY_FILE
-    document = json.loads(path.read_text()) if path.is_file() else {"styles": []}
+    document = _read_registry(out)
     earlier = next((entry for entry in document["styles"] if entry["name"] == style), None)
     if part == "background":
-        if earlier is None:
-            raise ValueError(f"{path} has no style {style!r} to give a background model; train --part both first")
+        _require_style(out, style, document)
         trained = {"background": f"{style}_background.safetensors", "background_width": width}
     else:
         trained = {
@@ -578,11 +590,8 @@ def machine() -> dict:
 
 def run(config: TrainConfig) -> dict:
     """Builds the pools, trains the model, writes weights, record and registry entry."""
-    registry = Path(config.out) / REGISTRY_FILE
-    if config.part == "background" and not (
-            registry.is_file() and any(entry["name"] == config.style
-                                       for entry in json.loads(registry.read_text())["styles"])):
-        raise SystemExit(f"{registry} has no style {config.style!r} to give a background model; train --part both first")
+    if config.part == "background":  # before the training, not after it
+        _require_style(Path(config.out), config.style, _read_registry(Path(config.out)))
     torch.set_num_threads(config.threads)
     cv2.setNumThreads(config.threads)
     torch.manual_seed(config.seed)

@@ -107,7 +107,7 @@ def _style(directory: Path, entry: dict) -> Style:
         head=directory / entry["head"],
         background=directory / entry["background"],
         width=int(entry["width"]),
-        background_width=int(entry.get("background_width", entry["width"])),
+        background_width=int(entry.get("background_width", 0)),
         source=entry.get("source", ""),
         licence=entry.get("licence", ""),
         mode=mode,
