@@ -1,0 +1,28 @@
+"""Session-wide hooks for the whole test tree."""
+
+import os
+import sys
+
+import pytest
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Ends the process with pytest's status once everything pytest prints is out.
+
+    The tests load native libraries that keep threads of their own (Ray's core worker,
+    OpenCV's and torch's pools, dlib): one of them now and then crashes in C++ static
+    destructors after Python has finalised (a segmentation fault after the summary, with
+    no Python stack), turning a green run red. The results are known and reported by then,
+    so the process leaves without running those destructors.
+    """
+    if _exit_status:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[-1])
