@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--requests", type=int, default=24, help="requests per c=8 level")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrency of the throughput levels")
+    parser.add_argument("--c1-repeats", type=int, default=3,
+                        help="c=1 requests per photo per round (a few samples swing with the machine)")
     parser.add_argument("--settle-s", type=float, default=3.0, help="pause before each throughput level")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a serve_config.yaml override applied to every copy (see benchmarks.compare)")
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                         if name in loaded:
                             asyncio.run(run_level(endpoint(name), photos, args.concurrency, args.concurrency))
                         time.sleep(args.settle_s)
-                        c1[name] += [one(name, photo) for photo in photos]
+                        c1[name] += [one(name, photo) for _ in range(args.c1_repeats) for photo in photos]
                         if name in loaded:
                             time.sleep(args.settle_s)
                             level = asyncio.run(run_level(endpoint(name), photos, args.concurrency, args.requests))
