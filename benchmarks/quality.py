@@ -24,7 +24,7 @@ the service reports in blue; each style beside it; the darker copy's row beneath
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -49,6 +49,9 @@ class Drawn:
     cartoon: np.ndarray
     boxes: list[tuple[float, ...]]
     matrices: np.ndarray
+    # The same picture with its heads left unpasted: what the seam figure reads there is
+    # the background's own drawing, not a paste.
+    unpasted: np.ndarray
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Row:
     false_edges: float = float("nan")
     smooth_share: float = 0.0
     seam: float = float("nan")
+    seam_unpasted: float = float("nan")  # the seam figure at the same crop edges, heads left unpasted
     rim_ink: float = float("nan")
     palette_ratio: float = float("nan")
     lines: float = float("nan")
@@ -91,14 +95,16 @@ class Runner:
     def draw(self, rgb: np.ndarray, faces, style: str) -> Drawn:
         job = self.pipeline.preparer.prepare_array(rgb, Options(style=style), faces=faces)
         job = stylize_job(job, self.pipeline.stylizer(style))
-        return Drawn(self.pipeline.composer.picture(job), [face.box for face in job.faces], job.matrices)
+        unpasted = replace(job, heads=job.heads[:0], matrices=job.matrices[:0])
+        return Drawn(self.pipeline.composer.picture(job), [face.box for face in job.faces], job.matrices,
+                     self.pipeline.composer.picture(unpasted))
 
 
 def score(sample: Sample, reference: qm.FaceReference, faces: list[qm.ReferenceFace], drawn: Drawn,
           dark: Drawn | None, style: str) -> Row:
     photo = sample.rgb
-    seams = [qm.seam_step(photo, drawn.cartoon, matrix) for matrix in drawn.matrices]
-    seams = [s for s in seams if not np.isnan(s)]
+    seams, unpasted = ([qm.seam_step(photo, picture, matrix) for matrix in drawn.matrices]
+                       for picture in (drawn.cartoon, drawn.unpasted))
     false_share, smooth_share = qm.false_edges(photo, drawn.cartoon)
     row = Row(
         picture=sample.name, kind=sample.kind, style=style, faces=len(faces),
@@ -107,7 +113,7 @@ def score(sample: Sample, reference: qm.FaceReference, faces: list[qm.ReferenceF
         identity=[reference.identity_distance(photo, drawn.cartoon, face) for face in faces],
         dark_structure=qm.dark_structure(photo, drawn.cartoon),
         false_edges=false_share, smooth_share=smooth_share,
-        seam=max(seams) if seams else float("nan"),
+        seam=_nan_max(seams), seam_unpasted=_nan_max(unpasted),
         rim_ink=qm.rim_ink(photo, drawn.cartoon),
         palette_ratio=palette_size(drawn.cartoon) / palette_size(photo),
         lines=line_coverage(drawn.cartoon, main_edges(photo)),
@@ -169,12 +175,17 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _nan_max(values) -> float:
+    values = [v for v in values if not np.isnan(v)]
+    return max(values) if values else float("nan")
+
+
 def summary_table(rows: list[Row]) -> str:
     """Per style: every figure over the whole set."""
     lines = [
         "| style | faces found | dark copies' faces found | ID median | ID < 0.6 | dark ID < 0.6 | exposure F1 | "
-        "dark structure | false edges | seam (max) | rim ink | palette / photo's | lines |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "dark structure | false edges | seam (max) | seam unpasted (max) | rim ink | palette / photo's | lines |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for style in dict.fromkeys(r.style for r in rows):
         chosen = [r for r in rows if r.style == style]
@@ -183,13 +194,13 @@ def summary_table(rows: list[Row]) -> str:
         dark_faces, dark_found = sum(r.faces for r in with_dark), sum(r.dark_found for r in with_dark)
         identity = [d for r in chosen for d in r.identity]
         dark_identity = [d for r in chosen for d in r.dark_identity]
-        seams = [r.seam for r in chosen if not np.isnan(r.seam)]
         lines.append(
             f"| {style} | {found}/{faces} ({found / max(faces, 1):.0%}) | {dark_found}/{dark_faces} "
             f"({dark_found / max(dark_faces, 1):.0%}) | {np.median(identity) if identity else float('nan'):.3f} | "
             f"{_share_under(identity):.0%} | {_share_under(dark_identity):.0%} | "
             f"{_mean(r.exposure_f1 for r in chosen):.2f} | {_mean(r.dark_structure for r in chosen):.2f} | "
-            f"{_mean(r.false_edges for r in chosen):.2%} | {max(seams) if seams else float('nan'):.1f} | "
+            f"{_mean(r.false_edges for r in chosen):.2%} | {_nan_max(r.seam for r in chosen):.1f} | "
+            f"{_nan_max(r.seam_unpasted for r in chosen):.1f} | "
             f"{_mean(r.rim_ink for r in chosen):.1%} | {_mean(r.palette_ratio for r in chosen):.2f} | "
             f"{_mean(r.lines for r in chosen):.2f} |"
         )
@@ -203,8 +214,8 @@ def picture_table(rows: list[Row]) -> str:
 
     lines = [
         "| picture | kind | style | found | dark found | ID median | dark ID median | exposure F1 | dark structure | "
-        "false edges | seam | rim ink |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "false edges | seam | seam unpasted | rim ink |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -213,7 +224,7 @@ def picture_table(rows: list[Row]) -> str:
             f"{cell(float(np.median(r.identity)) if r.identity else None, '.3f')} | "
             f"{cell(float(np.median(r.dark_identity)) if r.dark_identity else None, '.3f')} | "
             f"{cell(r.exposure_f1, '.2f')} | {cell(r.dark_structure, '.2f')} | {cell(r.false_edges, '.2%')} | "
-            f"{cell(r.seam, '.1f')} | {cell(r.rim_ink, '.1%')} |"
+            f"{cell(r.seam, '.1f')} | {cell(r.seam_unpasted, '.1f')} | {cell(r.rim_ink, '.1%')} |"
         )
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.quality_metrics import crop_edges
+from benchmarks.quality_metrics import SEAM_FAR, crop_edges, seam_step
 from cartoon.image import codec
 from cartoon.image.align import apply_transform, invert_transform
 from cartoon.image.compose import scale_transform
@@ -127,6 +127,22 @@ def test_the_border_measure_sees_a_one_pixel_line_of_eight_levels(shipped):
     allowed = allowed_ratios("two_faces", without_heads(shipped, rgb), matrix)
     assert all(r < limit for r, limit in zip(border_ratios(out, matrix), allowed))
     assert any(r > limit for r, limit in zip(border_ratios(seamed, matrix), allowed))
+
+
+
+def test_the_seam_figure_reads_a_faint_line_along_a_crop_edge_and_nothing_without_one(shipped):
+    """benchmarks.quality's seam figure, whose quiet band was widened to 6 px so that the
+    outline of a photo edge near a crop edge is not read as a seam, still reads a 1 px line
+    of 8 levels over the issue's bound of 2, and next to nothing on the served picture."""
+    rgb = portrait_910x1137()
+    matrix = shipped.preparer.prepare_array(rgb, Options()).matrices[0]
+    out = codec.decode(shipped(rgb).data).rgb
+    seamed = out.astype(np.int16)
+    for points, _ in crop_edges(matrix, *out.shape[:2], margin=SEAM_FAR[1] + 12):
+        xs, ys = np.round(points).astype(int).T
+        seamed[ys, xs] = np.where(out[ys, xs] >= 8, seamed[ys, xs] - 8, seamed[ys, xs] + 8)
+    assert seam_step(rgb, out, matrix) < 1.0
+    assert seam_step(rgb, seamed.astype(np.uint8), matrix) > 2.0
 
 
 def test_default_style_keeps_the_colour_balance(shipped):
