@@ -17,7 +17,7 @@ How each is made (issue 26):
 * false edges: Canny of the cartoon's L* inside the photo's smooth area (9x9 L*
   deviation under ``SMOOTH_DEVIATION``, ``SMOOTH_CLEARANCE`` px or more from any photo
   edge), as a share of that area;
-* seam: along the straight edges of every pasted crop, where the photo is quiet 3 px
+* seam: along the straight edges of every pasted crop, where the photo is quiet 6 px
   either side, the step the cartoon shows there (second difference across the edge,
   grey levels) above what it shows 3-15 px off;
 * rim ink: share of the picture's rim (``RIM_SHARE`` of the short side) covered by ink
