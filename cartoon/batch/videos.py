@@ -48,13 +48,28 @@ async def _cancel(backend, job_id: str) -> None:
         pass
 
 
+async def _submitted(backend, submission):
+    """The response to a clip's submission; a run stopped while it is on its way still
+    waits (``CANCEL_TIMEOUT_S`` at most) for the job the service may have taken, and cancels it."""
+    sending = asyncio.ensure_future(submission)
+    try:
+        return await asyncio.shield(sending)
+    except asyncio.CancelledError:
+        try:
+            job = (await asyncio.wait_for(sending, CANCEL_TIMEOUT_S)).json()
+        except Exception:  # noqa: BLE001 - no job, or no answer in time: nothing to cancel
+            raise asyncio.CancelledError from None
+        await _cancel(backend, job["id"])
+        raise
+
+
 async def _finished_job(backend, data: bytes, container: str, with_retries, tally) -> dict:
     """Sends the clip and follows its job until it is done; returns the job."""
     for submission in range(MAX_SUBMISSIONS):
-        job = (await with_retries(lambda: backend.send(
+        job = (await _submitted(backend, with_retries(lambda: backend.send(
             "POST", "/v1/jobs", params=_job_params(backend.params, container), content=data,
             headers={"Content-Type": OUTPUT_FORMATS[container][3]},
-        ), tally)).json()
+        ), tally))).json()
         try:
             while job["state"] in ("queued", "running"):
                 await asyncio.sleep(POLL_S)
