@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-_exit_status: list[int] = []
+_EXIT_STATUS = pytest.StashKey[int]()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _exit_status.append(int(exitstatus))
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
 
 
 @pytest.hookimpl(trylast=True)
@@ -22,7 +22,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     no Python stack), turning a green run red. The results are known and reported by then,
     so the process leaves without running those destructors.
     """
-    if _exit_status:
+    if _EXIT_STATUS in config.stash:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(_exit_status[-1])
+        os._exit(config.stash[_EXIT_STATUS])

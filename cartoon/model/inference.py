@@ -123,10 +123,11 @@ def choose_background_scale(
     """The scale the background model works at (``UNetGenerator.forward``'s ``working_scale``).
 
     "auto": ``REDUCED_BACKGROUND_SCALE`` on the fp32 CPU path, where it buys 1.24x the
-    images/s for thicker outlines and dashes on soft backdrops; 1 (full size) on CUDA and with bf16, which are fast
-    enough, for DCT-Net imports (their TensorFlow parity), and for tiled backgrounds (a
-    tile's halo would shrink with it below the UNet's receptive radius); never under
-    ``floor``, the style's own least scale. A number asked for is taken as it is.
+    images/s for thicker outlines and dashes on soft backdrops; 1 (full size) on CUDA and
+    with bf16, which are fast enough, for DCT-Net imports (their TensorFlow parity), and
+    for tiled backgrounds (a tile's halo would shrink with it below the UNet's receptive
+    radius); never under ``floor``, the style's own least scale. A number asked for is
+    taken as it is.
 
     Raises:
         ValueError: a number outside (0, 1].
